@@ -1,0 +1,1 @@
+"""ONNX export, quantisation and engine parity for the triage network."""

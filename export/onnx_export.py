@@ -1,0 +1,71 @@
+"""Export the trained network to one self-contained ONNX file with stage outputs and preprocessing metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from model.network import TriageNet
+
+OPSET = 18
+INPUT_NAME = "input"
+LOGITS_NAME = "logits"
+
+
+class _StagesAndLogits(nn.Module):
+    """Returns ``(logits, stage1, ..., stageN)`` so every stage is a named ONNX output."""
+
+    def __init__(self, net: TriageNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, maps = self.net.forward_stages(x)
+        return (logits, *maps.values())
+
+
+def output_names(net: TriageNet) -> list[str]:
+    return [LOGITS_NAME, *net.config.stage_names]
+
+
+def export_onnx(net: TriageNet, path: Path, metadata: dict[str, str]) -> onnx.ModelProto:
+    """Write ``net`` (eval mode) to ``path``: dynamic batch axis, opset ``OPSET``, checked, metadata attached.
+
+    ``metadata`` values must be strings (JSON for structured values); the preprocessing spec and class names
+    are always added from the network's config.
+    """
+    net = net.eval()
+    size = net.config.preprocessing.size
+    dummy = torch.zeros(1, net.config.in_channels, size, size)
+    names = output_names(net)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        _StagesAndLogits(net).eval(),  # a fresh wrapper is in train mode; export would restore that
+        (dummy,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=names,
+        dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}},
+        opset_version=OPSET,
+        dynamo=False,
+        do_constant_folding=True,
+    )
+    proto = onnx.load(str(path))
+    meta = {
+        "preprocessing": net.config.preprocessing.to_json(),
+        "classes": json.dumps(list(net.config.preprocessing.classes)),
+        "network": json.dumps(net.config.to_dict(), sort_keys=True),
+        **metadata,
+    }
+    del proto.metadata_props[:]
+    for key, value in sorted(meta.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "ticket-photo-triage"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+    return proto

@@ -1,0 +1,5 @@
+"""The triage network, its data, training and the from-scratch NumPy engine.
+
+Modules that import torch (``network``, ``train``, ``datasets``) are imported explicitly by their users;
+this package itself stays torch-free so the serving path can use ``config`` and ``preprocess``.
+"""

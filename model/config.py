@@ -1,0 +1,119 @@
+"""The model's configuration: network stages and preprocessing, as frozen dataclasses.
+
+The preprocessing spec travels with the model artifact (checkpoint, ONNX metadata and model card), so
+training, export, serving and the NumPy engine all read it from one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CLASSES: tuple[str, str] = ("screen_damage", "general_returns")
+NEEDS_REVIEW = "needs_review"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a photo becomes the network input tensor ``(3, size, size)``.
+
+    ``resize="letterbox"`` keeps the aspect ratio: the photo's long side is scaled to ``size`` and the short
+    side is centred and padded with the mean colour (which is 0 after normalisation).
+    """
+
+    size: int = 256
+    resize: str = "letterbox"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    classes: tuple[str, ...] = CLASSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "classes": list(self.classes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(
+            size=int(data["size"]),
+            resize=str(data["resize"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            interpolation=str(data.get("interpolation", "bilinear")),
+            classes=tuple(data["classes"]),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One named stage: ``conv(kernel, stride, padding, dilation) -> batch-norm -> ReLU [-> max-pool]``."""
+
+    name: str
+    channels: int
+    kernel: int = 3
+    stride: int = 1
+    padding: int = 1
+    dilation: int = 1
+    pool: int = 2  # max-pool kernel == stride; 0 means no pooling
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """A spatial layer as the receptive-field recurrences see it."""
+
+    name: str
+    stage: str
+    kind: str  # "conv" or "maxpool"
+    kernel: int
+    stride: int
+    padding: int
+    dilation: int = 1
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The CNN: named stages, then global average pool and a linear head."""
+
+    stages: tuple[Stage, ...] = (
+        Stage("stage1", 16, stride=2),
+        Stage("stage2", 32),
+        Stage("stage3", 64),
+        Stage("stage4", 96, pool=0),
+        Stage("stage5", 128, padding=2, dilation=2, pool=0),
+    )
+    in_channels: int = 3
+    num_classes: int = len(CLASSES)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    def layers(self) -> tuple[LayerGeometry, ...]:
+        """Every spatial layer in order (ReLU and batch-norm are pointwise and do not change geometry)."""
+        out: list[LayerGeometry] = []
+        for s in self.stages:
+            out.append(LayerGeometry(f"{s.name}.conv", s.name, "conv", s.kernel, s.stride, s.padding, s.dilation))
+            if s.pool:
+                out.append(LayerGeometry(f"{s.name}.pool", s.name, "maxpool", s.pool, s.pool, 0))
+        return tuple(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stages": [asdict(s) for s in self.stages],
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
+        return cls(
+            stages=tuple(Stage(**s) for s in data["stages"]),
+            in_channels=int(data["in_channels"]),
+            num_classes=int(data["num_classes"]),
+            preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+        )

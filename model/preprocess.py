@@ -1,0 +1,167 @@
+"""Photo -> network input, defined once and shared by training, export, serving and the NumPy engine.
+
+Plain NumPy and Pillow (no torch), so the serving image can use it. The steps:
+
+1. ``decode_photo``: bytes -> upright RGB ``PIL.Image`` (EXIF orientation applied, CMYK/palette/alpha/16-bit/
+   grayscale converted, first frame of animations). With ``draft_to`` a JPEG is decoded in the DCT domain at
+   the smallest power-of-two reduction that still covers the network input, which is what makes 12 MP phone
+   photos cheap.
+2. ``letterbox``: scale the long side to ``spec.size``, centre, pad with the mean colour -> ``uint8 (S, S, 3)``.
+3. ``normalize``: ``uint8 (..., S, S, 3)`` -> ``float32 (..., 3, S, S)`` with the spec's mean and std.
+
+``Letterbox`` keeps the geometry so network-input coordinates map back to uploaded-photo pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from model.config import Preprocessing
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+_ROTATING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+@dataclass(frozen=True)
+class Photo:
+    """An upright photo. ``image`` may be a DCT-downscaled draft; ``width``/``height`` are the full upright size."""
+
+    image: Image.Image
+    width: int
+    height: int
+    orientation: int = 1
+    format: str | None = None
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where the photo sits inside the ``size x size`` network input.
+
+    The photo (``photo_width x photo_height``, upright) is resized to ``new_width x new_height`` and pasted at
+    ``(pad_x, pad_y)``.
+    """
+
+    photo_width: int
+    photo_height: int
+    size: int
+    new_width: int
+    new_height: int
+    pad_x: int
+    pad_y: int
+
+    def input_to_photo(self, x: float, y: float) -> tuple[float, float]:
+        """Map a point in network-input pixel coordinates to uploaded-photo pixel coordinates."""
+        return (
+            (x - self.pad_x) * self.photo_width / self.new_width,
+            (y - self.pad_y) * self.photo_height / self.new_height,
+        )
+
+    def box_to_photo(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """Map ``[x0, y0, x1, y1)`` (input pixel edges) to photo pixel edges, unclipped."""
+        x0, y0 = self.input_to_photo(box[0], box[1])
+        x1, y1 = self.input_to_photo(box[2], box[3])
+        return (x0, y0, x1, y1)
+
+    def clip_to_photo(self, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+        """Round a photo-space box outward to whole pixels and clip it to the photo."""
+        x0 = int(np.clip(np.floor(box[0]), 0, self.photo_width))
+        y0 = int(np.clip(np.floor(box[1]), 0, self.photo_height))
+        x1 = int(np.clip(np.ceil(box[2]), 0, self.photo_width))
+        y1 = int(np.clip(np.ceil(box[3]), 0, self.photo_height))
+        return (x0, y0, x1, y1)
+
+
+def letterbox_geometry(width: int, height: int, size: int) -> Letterbox:
+    """The letterbox placement of a ``width x height`` photo in a ``size x size`` input."""
+    if width < 1 or height < 1 or size < 1:
+        raise ValueError(f"letterbox needs positive sizes, got photo {width}x{height} and input {size}")
+    scale = size / max(width, height)
+    new_w = max(1, min(size, round(width * scale)))
+    new_h = max(1, min(size, round(height * scale)))
+    return Letterbox(width, height, size, new_w, new_h, (size - new_w) // 2, (size - new_h) // 2)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB: alpha is composited on white, 16-bit and float are rescaled."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        gray = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_photo(data: bytes, *, draft_to: int | None = None) -> Photo:
+    """Decode image bytes into an upright RGB photo.
+
+    ``draft_to``: if given and the file is a JPEG, decode at the coarsest DCT scale (1/2, 1/4, 1/8) whose size is
+    still at least ``draft_to`` on both sides. Raises ``PIL.UnidentifiedImageError``/``OSError`` on bad data.
+    """
+    image = Image.open(io.BytesIO(data))
+    fmt = image.format
+    orientation = int(image.getexif().get(0x0112, 1) or 1)
+    full_w, full_h = image.size
+    if orientation in _ROTATING_ORIENTATIONS:
+        full_w, full_h = full_h, full_w
+    if draft_to is not None and fmt == "JPEG":
+        image.draft("RGB", (draft_to, draft_to))
+    image.load()
+    upright = ImageOps.exif_transpose(image)
+    return Photo(to_rgb(upright), full_w, full_h, orientation if 1 <= orientation <= 8 else 1, fmt)
+
+
+def letterbox(photo: Photo, spec: Preprocessing) -> tuple[np.ndarray, Letterbox]:
+    """Resize and pad the photo into the network input: ``uint8 (size, size, 3)`` and its geometry."""
+    if spec.resize != "letterbox":
+        raise ValueError(f"unsupported resize policy {spec.resize!r}; this version knows 'letterbox'")
+    geo = letterbox_geometry(photo.width, photo.height, spec.size)
+    resized = photo.image.resize((geo.new_width, geo.new_height), _RESAMPLE[spec.interpolation])
+    pad = tuple(round(m * 255) for m in spec.mean)
+    canvas = np.empty((spec.size, spec.size, 3), dtype=np.uint8)
+    canvas[...] = np.asarray(pad, dtype=np.uint8)
+    canvas[geo.pad_y : geo.pad_y + geo.new_height, geo.pad_x : geo.pad_x + geo.new_width] = np.asarray(resized)
+    return canvas, geo
+
+
+def normalize(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """``uint8 (..., H, W, 3)`` -> ``float32 (..., 3, H, W)``: ``(x / 255 - mean) / std``."""
+    if pixels.dtype != np.uint8 or pixels.shape[-1] != 3:
+        raise ValueError(f"normalize expects uint8 (..., H, W, 3), got {pixels.dtype} {pixels.shape}")
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    x = (pixels.astype(np.float32) / np.float32(255.0) - mean) / std
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A photo ready for the network: ``tensor`` is ``float32 (3, S, S)``."""
+
+    tensor: np.ndarray
+    pixels: np.ndarray
+    geometry: Letterbox
+    photo: Photo
+
+
+def prepare(data: bytes, spec: Preprocessing, *, fast: bool = True) -> Prepared:
+    """The whole eval-time path: bytes -> upright photo -> letterbox -> normalised tensor.
+
+    ``fast`` uses DCT-domain downscaled JPEG decoding (never below the network input size).
+    """
+    photo = decode_photo(data, draft_to=spec.size if fast else None)
+    pixels, geo = letterbox(photo, spec)
+    return Prepared(normalize(pixels, spec), pixels, geo, photo)
