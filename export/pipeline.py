@@ -1,0 +1,67 @@
+"""``triage export``: checkpoint -> checked ONNX file; the model card gains its hash and the layer table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from export.onnx_export import OPSET, export_onnx
+from model.card import CARD_NAME, ONNX_NAME, read_card, sha256_file, write_card
+from model.checkpoint import load_checkpoint
+from model.network import TriageNet, build_network, load_numpy_state
+
+
+def load_torch_model(checkpoint: Path) -> TriageNet:
+    """The checkpoint's network in PyTorch, eval mode."""
+    ckpt = load_checkpoint(checkpoint)
+    return load_numpy_state(build_network(ckpt.config), ckpt.weights).eval()
+
+
+def layer_table(net: TriageNet) -> list[dict[str, Any]]:
+    """Per stage: output shape at the model's input size and the receptive field (size, jump, start)."""
+    from model.receptive_field import table
+
+    return table(net.config)
+
+
+def max_logit_difference(net: TriageNet, onnx_path: Path, batch: np.ndarray) -> float:
+    """max |logits(PyTorch) - logits(ONNX Runtime CPU)| on ``batch`` ``(N, 3, S, S)``."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (onnx_logits,) = session.run(["logits"], {"input": batch})
+    with torch.inference_mode():
+        torch_logits = net(torch.from_numpy(batch)).numpy()
+    return float(np.abs(onnx_logits - torch_logits).max())
+
+
+def export_artifacts(checkpoint: Path, out: Path) -> dict[str, Any]:
+    """Write ``out/triage.onnx`` from ``checkpoint`` and record it in ``out/model_card.json``."""
+    card_path = out / CARD_NAME
+    card = read_card(card_path) if card_path.exists() else read_card(checkpoint.parent / CARD_NAME)
+    net = load_torch_model(checkpoint)
+    onnx_path = out / ONNX_NAME
+    metadata = {
+        "name": card["name"],
+        "version": card["version"],
+        "calibration": json.dumps(card["calibration"], sort_keys=True),
+    }
+    export_onnx(net, onnx_path, metadata)
+    size = net.config.preprocessing.size
+    probe = np.random.default_rng(0).standard_normal((4, 3, size, size)).astype(np.float32)
+    diff = max_logit_difference(net, onnx_path, probe)
+    if diff > 1e-4:
+        raise RuntimeError(f"exported ONNX disagrees with PyTorch: max |logit diff| {diff:.3g} > 1e-4")
+    card["artifacts"][ONNX_NAME] = {
+        "sha256": sha256_file(onnx_path),
+        "bytes": onnx_path.stat().st_size,
+        "opset": OPSET,
+        "outputs": ["logits", *net.config.stage_names],
+    }
+    card["layers"] = layer_table(net)
+    write_card(out / CARD_NAME, card)
+    print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.2f} MB), max |logit diff| vs PyTorch {diff:.2e}")
+    return card

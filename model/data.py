@@ -1,0 +1,131 @@
+"""Datasets as arrays of letterboxed ``uint8 (N, S, S, 3)`` pixels and ``int64 (N,)`` labels.
+
+Every photo goes through the serving path (``model.preprocess.prepare`` on the encoded file bytes), so training,
+evaluation and serving see identical inputs. Synthetic splits draw from disjoint seed ranges; the ``shifted``
+split also draws generator factors held out of training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import UnidentifiedImageError
+
+from model.config import CLASSES, Preprocessing
+from model.preprocess import prepare
+
+log = logging.getLogger(__name__)
+
+# Seed ranges per split: photo i of a split with training seed s uses SPLIT_OFFSETS[split] + s * 1_000_000 + i.
+SPLIT_OFFSETS = {"train": 0, "val": 1_000_000_000, "test": 2_000_000_000, "shifted": 3_000_000_000}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    pixels: np.ndarray  # uint8 (N, S, S, 3)
+    labels: np.ndarray  # int64 (N,)
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def split_seeds(split: str, n: int, seed: int) -> np.ndarray:
+    """The generator seeds of a split; ranges of different splits never overlap."""
+    if split not in SPLIT_OFFSETS:
+        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLIT_OFFSETS)}")
+    if n > 1_000_000:
+        raise ValueError(f"at most 1,000,000 photos per split and seed, got {n}")
+    return SPLIT_OFFSETS[split] + seed * 1_000_000 + np.arange(n, dtype=np.int64)
+
+
+def _render_one(job: tuple[int, int, str, Preprocessing]) -> np.ndarray:
+    from model.synth import render_photo
+
+    photo_seed, label, split, spec = job
+    data = render_photo(photo_seed, CLASSES[label], split=split).encode()
+    return prepare(data, spec).pixels
+
+
+def _workers() -> int:
+    return max(1, min(os.cpu_count() or 1, int(os.environ.get("TRIAGE_DATA_WORKERS", "0")) or os.cpu_count() or 1))
+
+
+def synthetic_split(split: str, n: int, spec: Preprocessing, seed: int = 0, cache: Path | None = None) -> ArrayDataset:
+    """Render ``n`` photos (balanced, alternating labels) of ``split`` and preprocess them.
+
+    With ``cache`` set, the arrays are stored there under a key of (generator version, split, n, seed, spec).
+    """
+    from model.synth import GENERATOR_VERSION
+
+    key = hashlib.sha256(f"{GENERATOR_VERSION}|{split}|{n}|{seed}|{spec.to_json()}".encode()).hexdigest()[:16]
+    path = cache / f"synth-{split}-{n}-{key}.npz" if cache else None
+    if path is not None and path.exists():
+        with np.load(path) as data:
+            return ArrayDataset(data["pixels"], data["labels"], f"synthetic:{split}")
+    seeds = split_seeds(split, n, seed)
+    labels = np.arange(n, dtype=np.int64) % len(CLASSES)
+    jobs = [(int(s), int(y), split, spec) for s, y in zip(seeds, labels, strict=True)]
+    workers = _workers()
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            pixels = np.stack(list(pool.map(_render_one, jobs, chunksize=64)))
+    else:
+        pixels = np.stack([_render_one(j) for j in jobs])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, pixels=pixels, labels=labels)
+    return ArrayDataset(pixels, labels, f"synthetic:{split}")
+
+
+def _class_files(root: Path) -> Iterable[tuple[Path, int]]:
+    missing = [c for c in CLASSES if not (root / c).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{root} must hold one folder per class {list(CLASSES)}; missing {missing}")
+    for label, name in enumerate(CLASSES):
+        for path in sorted((root / name).rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                yield path, label
+
+
+def image_folder(root: Path, spec: Preprocessing) -> tuple[ArrayDataset, list[tuple[Path, str]]]:
+    """Load an ImageFolder tree ``root/screen_damage/*``, ``root/general_returns/*``.
+
+    Unreadable files are skipped and returned with the reason, so the caller can report them.
+    """
+    pixels, labels, skipped = [], [], []
+    for path, label in _class_files(root):
+        try:
+            pixels.append(prepare(path.read_bytes(), spec).pixels)
+            labels.append(label)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            skipped.append((path, f"{type(exc).__name__}: {exc}"))
+    if not labels:
+        raise ValueError(f"no readable photos under {root} ({len(skipped)} unreadable)")
+    size = spec.size
+    stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
+    return ArrayDataset(stacked, np.asarray(labels, dtype=np.int64), f"folder:{root}"), skipped
+
+
+def stratified_split(data: ArrayDataset, fractions: tuple[float, ...], seed: int) -> tuple[ArrayDataset, ...]:
+    """Split a dataset into parts of the given fractions, keeping the class balance in each part."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for label in np.unique(data.labels):
+        idx = rng.permutation(np.flatnonzero(data.labels == label))
+        bounds = np.round(np.cumsum((0.0, *fractions)) / sum(fractions) * len(idx)).astype(int)
+        for i in range(len(fractions)):
+            parts[i].append(idx[bounds[i] : bounds[i + 1]])
+    out = []
+    for chunks in parts:
+        idx = np.sort(np.concatenate(chunks))
+        out.append(ArrayDataset(data.pixels[idx], data.labels[idx], data.source))
+    return tuple(out)

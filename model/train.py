@@ -1,0 +1,239 @@
+"""``triage train``: fit the network, calibrate it, measure it, and write the checkpoint and model card."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from model.card import CARD_NAME, CHECKPOINT_NAME, sha256_file, write_card
+from model.checkpoint import save_checkpoint
+from model.config import CLASSES, NetworkConfig, Preprocessing
+from model.data import ArrayDataset, image_folder, stratified_split, synthetic_split
+from model.metrics import classification_report, fit_temperature, review_threshold, routing_report, softmax
+from model.network import TriageNet, build_network, state_to_numpy
+from model.preprocess import normalize
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "ticket-photo-triage"
+MODEL_VERSION = "1.0.0"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    data: Path | None = None
+    out: Path = Path("artifacts")
+    epochs: int | None = None
+    seed: int = 0
+    n_train: int | None = None
+    n_val: int = 1000
+    n_test: int = 2000
+    n_shifted: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    patience: int = 3
+    target_precision: float = 0.99
+    cache: Path | None = None
+
+
+DEFAULT_EPOCHS = 8
+DEFAULT_N_TRAIN = 8000
+
+
+class _Augmented(Dataset):
+    """Letterboxed uint8 pixels -> augmented, normalised ``float32 (3, S, S)`` tensors (torchvision v2)."""
+
+    def __init__(self, data: ArrayDataset, spec: Preprocessing, train: bool) -> None:
+        self.pixels = torch.from_numpy(data.pixels).permute(0, 3, 1, 2)  # (N, 3, S, S) uint8 view
+        self.labels = torch.from_numpy(data.labels)
+        fill = [round(m * 255) for m in spec.mean]
+        steps: list[nn.Module] = []
+        if train:
+            steps += [
+                v2.RandomHorizontalFlip(),
+                v2.RandomApply([v2.RandomAffine(degrees=12, translate=(0.06, 0.06), scale=(0.85, 1.15), fill=fill)]),
+                v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.03),
+            ]
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(spec.mean), list(spec.std))]
+        self.transform = v2.Compose(steps)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.pixels[i]), self.labels[i]
+
+
+def predict_logits(net: TriageNet, data: ArrayDataset, spec: Preprocessing, batch: int = 256) -> np.ndarray:
+    """Eval-time logits ``(N, K)``; inputs are normalised by ``model.preprocess.normalize``, as in serving."""
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(data), batch):
+            x = torch.from_numpy(normalize(data.pixels[i : i + batch], spec))
+            out.append(net(x.contiguous(memory_format=torch.channels_last)).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def _load_data(opts: TrainOptions, spec: Preprocessing) -> tuple[dict[str, ArrayDataset], dict[str, Any]]:
+    if opts.data is not None:
+        full, skipped = image_folder(opts.data, spec)
+        for path, why in skipped:
+            log.warning("skipped unreadable %s (%s)", path, why)
+        print(f"{opts.data}: {len(full)} photos, {len(skipped)} unreadable skipped")
+        train, val, test = stratified_split(full, (0.7, 0.15, 0.15), opts.seed)
+        splits = {"train": train, "val": val, "test": test}
+        description = {"kind": "image_folder", "root": str(opts.data), "skipped_unreadable": len(skipped)}
+    else:
+        n_train = opts.n_train or DEFAULT_N_TRAIN
+        sizes = {"train": n_train, "val": opts.n_val, "test": opts.n_test, "shifted": opts.n_shifted}
+        splits = {}
+        for name, n in sizes.items():
+            started = time.perf_counter()
+            splits[name] = synthetic_split(name, n, spec, seed=opts.seed, cache=opts.cache)
+            print(f"generated {name}: {n} photos in {time.perf_counter() - started:.1f} s")
+        from model.synth import HELD_OUT
+
+        description = {
+            "kind": "synthetic",
+            "generator": "model.synth (procedural, seeded)",
+            "splits": sizes,
+            "seed_ranges": "disjoint per split (model.data.split_seeds)",
+            "held_out_factors": {k: sorted(map(str, v)) for k, v in HELD_OUT.items()},
+        }
+    return splits, {**description, "counts": {k: len(v) for k, v in splits.items()}}
+
+
+def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, epochs: int) -> dict[str, Any]:
+    spec = net.config.preprocessing
+    loader = DataLoader(
+        _Augmented(splits["train"], spec, train=True),
+        batch_size=opts.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(opts.seed),
+        drop_last=True,
+    )
+    optimizer = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=opts.lr, total_steps=epochs * len(loader), pct_start=0.15
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.02)
+    best: tuple[float, dict[str, torch.Tensor], int] | None = None
+    history = []
+    stale = 0
+    for epoch in range(1, epochs + 1):
+        net.train()
+        total, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
+        for x, y in bar:
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x.contiguous(memory_format=torch.channels_last)), y)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss) * len(y)
+            seen += len(y)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        val_logits = predict_logits(net, splits["val"], spec)
+        val_labels = splits["val"].labels
+        val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_labels)))
+        val_acc = float((val_logits.argmax(1) == val_labels).mean())
+        history.append({"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss, "val_accuracy": val_acc})
+        print(f"epoch {epoch}: train loss {total / seen:.4f}  val loss {val_loss:.4f}  val acc {val_acc:.4f}")
+        if best is None or val_loss < best[0]:
+            best = (val_loss, {k: v.detach().clone() for k, v in net.state_dict().items()}, epoch)
+            stale = 0
+        else:
+            stale += 1
+            if stale >= opts.patience:
+                print(f"early stop: no validation improvement for {opts.patience} epochs")
+                break
+    assert best is not None  # epochs >= 1
+    net.load_state_dict(best[1])
+    return {"history": history, "best_epoch": best[2], "epochs_run": len(history)}
+
+
+def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, Any]:
+    """Train, calibrate and evaluate; write ``opts.out``/triage_checkpoint.npz and model_card.json."""
+    started = time.perf_counter()
+    torch.manual_seed(opts.seed)
+    np.random.seed(opts.seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    config = config or NetworkConfig()
+    spec = config.preprocessing
+    epochs = opts.epochs or DEFAULT_EPOCHS
+    if epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {epochs}")
+    splits, data_description = _load_data(opts, spec)
+    data_seconds = time.perf_counter() - started
+
+    net = build_network(config, seed=opts.seed).to(memory_format=torch.channels_last)
+    fit = _fit(net, splits, opts, epochs)
+
+    val_logits = predict_logits(net, splits["val"], spec)
+    temperature = fit_temperature(val_logits, splits["val"].labels)
+    val_probs = softmax(val_logits, temperature)
+    threshold = review_threshold(val_probs, splits["val"].labels, opts.target_precision)
+    metrics: dict[str, Any] = {}
+    for name in ("val", "test", "shifted"):
+        if name not in splits:
+            continue
+        logits = predict_logits(net, splits[name], spec)
+        labels = splits[name].labels
+        raw = classification_report(softmax(logits), labels, CLASSES)
+        calibrated = classification_report(softmax(logits, temperature), labels, CLASSES)
+        calibrated["ece_uncalibrated"] = raw["ece"]
+        calibrated["routing"] = routing_report(softmax(logits, temperature), labels, threshold)
+        metrics[name] = calibrated
+        print(
+            f"{name}: accuracy {calibrated['accuracy']:.4f}  ECE {calibrated['ece']:.4f} "
+            f"(uncalibrated {raw['ece']:.4f})  coverage at threshold {calibrated['routing']['coverage']:.3f}"
+        )
+
+    opts.out.mkdir(parents=True, exist_ok=True)
+    checkpoint = opts.out / CHECKPOINT_NAME
+    calibration = {
+        "temperature": temperature,
+        "review_threshold": threshold,
+        "target_precision": opts.target_precision,
+        "fitted_on": "val",
+    }
+    save_checkpoint(checkpoint, config, state_to_numpy(net), {"calibration": calibration, "seed": opts.seed})
+    seconds = time.perf_counter() - started
+    card = {
+        "name": MODEL_NAME,
+        "version": MODEL_VERSION,
+        "classes": list(CLASSES),
+        "preprocessing": spec.to_dict(),
+        "network": config.to_dict(),
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+        "calibration": calibration,
+        "training": {
+            "data": data_description,
+            "seed": opts.seed,
+            "epochs": epochs,
+            **fit,
+            "optimizer": f"AdamW(lr={opts.lr}, weight_decay={opts.weight_decay}), OneCycle schedule",
+            "batch_size": opts.batch_size,
+            "seconds_total": round(seconds, 1),
+            "seconds_data": round(data_seconds, 1),
+            "threads": torch.get_num_threads(),
+        },
+        "metrics": metrics,
+        "artifacts": {CHECKPOINT_NAME: {"sha256": sha256_file(checkpoint), "bytes": checkpoint.stat().st_size}},
+    }
+    write_card(opts.out / CARD_NAME, card)
+    print(f"wrote {checkpoint} and {opts.out / CARD_NAME} in {seconds:.0f} s")
+    return card

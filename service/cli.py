@@ -1,0 +1,117 @@
+"""The ``triage`` command line. Training and export commands import torch lazily; serving never does."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_ARTIFACTS = Path("artifacts")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from model.train import TrainOptions, train
+
+    train(TrainOptions(data=args.data, epochs=args.epochs, out=args.out, seed=args.seed, n_train=args.n_train))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from export.pipeline import export_artifacts
+
+    checkpoint = args.checkpoint or args.out / "triage_checkpoint.npz"
+    export_artifacts(checkpoint, args.out)
+    return 0
+
+
+def _parity(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    from export.parity import main as parity_main
+
+    return parity_main(list(rest))
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from model.synth import write_imagefolder
+
+    counts = write_imagefolder(args.out, args.n, seed=args.seed, split=args.split)
+    print(f"wrote {sum(counts.values())} photos to {args.out}: {counts}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from service.predict_files import predict_files
+
+    return predict_files(args.files, as_json=args.json, url=args.url, model=args.model, api_key=args.api_key)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.server import main as serve_main
+
+    return serve_main(host=args.host, port=args.port)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from service.explain_cli import explain_file
+
+    return explain_file(args.file, args.out, model=args.model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triage", description="Route customer-support photos.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the network (synthetic photos, or --data DIR)")
+    p.add_argument("--data", type=Path, help="ImageFolder tree DIR/screen_damage/*, DIR/general_returns/*")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=None, help="synthetic training photos (default from config)")
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser("export", help="write and check the ONNX model, update the model card")
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS)
+    p.set_defaults(handler=_export)
+
+    p = sub.add_parser("parity", help="compare PyTorch, ONNX Runtime, NumPy and onnx.reference layer by layer")
+    p.set_defaults(handler=None)
+
+    p = sub.add_parser("synth", help="write generated ticket photos as an ImageFolder tree")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="test", choices=("train", "val", "test", "shifted"))
+    p.set_defaults(handler=_synth)
+
+    p = sub.add_parser("predict", help="route local photos (in-process, or through a service with --url)")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--url", help="route through a running service, e.g. http://127.0.0.1:8000")
+    p.add_argument("--api-key", help="API key for --url (default: $TRIAGE_API_KEY)")
+    p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACTS / "triage.onnx")
+    p.set_defaults(handler=_predict)
+
+    p = sub.add_parser("serve", help="start the HTTP service with the shipped model")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(handler=_serve)
+
+    p = sub.add_parser("explain", help="write the explanation JSON and overlay PNGs for one photo")
+    p.add_argument("file", type=Path)
+    p.add_argument("--out", type=Path, default=Path("explanation"))
+    p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACTS / "triage.onnx")
+    p.set_defaults(handler=_explain)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["parity"]:
+        return _parity(argparse.Namespace(), argv[1:])
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
