@@ -1,0 +1,41 @@
+"""Shared fixtures: the repository root on sys.path and a model directory with random weights."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``triage.onnx`` + ``model_card.json`` for a randomly initialised network (seed 0), as export writes them.
+
+    For tests of the serving machinery that must not depend on the shipped, trained model.
+    """
+    from export.onnx_export import export_onnx
+    from model.card import ONNX_NAME, sha256_file, write_card
+    from model.config import CLASSES
+    from model.network import build_network
+
+    out = tmp_path_factory.mktemp("random_model")
+    net = build_network(seed=0).eval()
+    export_onnx(net, out / ONNX_NAME, {"name": "random-test-model", "version": "0.0.0"})
+    write_card(
+        out / "model_card.json",
+        {
+            "name": "random-test-model",
+            "version": "0.0.0",
+            "classes": list(CLASSES),
+            "preprocessing": net.config.preprocessing.to_dict(),
+            "network": net.config.to_dict(),
+            "calibration": {"temperature": 1.0, "review_threshold": 0.6},
+            "artifacts": {ONNX_NAME: {"sha256": sha256_file(out / ONNX_NAME)}},
+        },
+    )
+    return out
