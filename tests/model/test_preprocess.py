@@ -1,0 +1,140 @@
+"""The shared preprocessing: letterbox geometry, EXIF orientation, mode conversion, normalisation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from model.config import Preprocessing
+from model.preprocess import decode_photo, letterbox, letterbox_geometry, normalize, prepare, to_rgb
+
+SPEC = Preprocessing()
+
+# PIL transpose that turns an upright image into what a sensor stores for each EXIF orientation.
+# exif_transpose applies the inverse of each of these.
+_STORE = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def _asymmetric(width: int, height: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    arr[: height // 3, : width // 4] = (255, 0, 0)  # a marker in the top-left corner
+    return Image.fromarray(arr)
+
+
+def _stored(upright: Image.Image, orientation: int, fmt: str = "PNG") -> bytes:
+    op = _STORE[orientation]
+    raw = upright if op is None else upright.transpose(op)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    raw.save(buf, fmt, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@given(st.integers(1, 5000), st.integers(1, 5000), st.sampled_from([64, 255, 256, 320]))
+def test_letterbox_geometry_maps_photo_corners_to_the_pasted_region(width: int, height: int, size: int) -> None:
+    geo = letterbox_geometry(width, height, size)
+    assert max(geo.new_width, geo.new_height) == size
+    assert 0 <= geo.pad_x <= size - geo.new_width and 0 <= geo.pad_y <= size - geo.new_height
+    assert geo.input_to_photo(geo.pad_x, geo.pad_y) == pytest.approx((0, 0))
+    assert geo.input_to_photo(geo.pad_x + geo.new_width, geo.pad_y + geo.new_height) == pytest.approx((width, height))
+
+
+def test_letterbox_geometry_rejects_empty_photos() -> None:
+    with pytest.raises(ValueError, match="0x10"):
+        letterbox_geometry(0, 10, 256)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_decode_applies_every_exif_orientation(orientation: int) -> None:
+    upright = _asymmetric(37, 23)
+    photo = decode_photo(_stored(upright, orientation))
+    assert (photo.width, photo.height) == (37, 23)
+    assert photo.orientation == orientation
+    np.testing.assert_array_equal(np.asarray(photo.image), np.asarray(upright))
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_draft_decode_keeps_full_upright_size_and_covers_the_input(orientation: int) -> None:
+    upright = _asymmetric(2016, 1512)
+    data = _stored(upright, orientation, fmt="JPEG")
+    photo = decode_photo(data, draft_to=256)
+    assert (photo.width, photo.height) == (2016, 1512)
+    assert photo.image.size[0] < 2016 and min(photo.image.size) >= 256  # decoded at a DCT reduction
+    assert photo.image.size[0] > photo.image.size[1]  # still upright after the rotation tag
+
+
+def test_fast_and_full_decode_give_nearly_the_same_tensor() -> None:
+    rng = np.random.default_rng(1)
+    smooth = np.kron(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), np.ones((40, 40, 1), dtype=np.uint8))
+    buf = io.BytesIO()
+    Image.fromarray(smooth).save(buf, "JPEG", quality=95)
+    fast = prepare(buf.getvalue(), SPEC, fast=True).tensor
+    full = prepare(buf.getvalue(), SPEC, fast=False).tensor
+    assert fast.shape == full.shape == (3, 256, 256)
+    assert float(np.abs(fast - full).mean()) < 0.05  # normalised units; one grey level is ~0.017
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: Image.new("L", (4, 4), 200), (200, 200, 200)),
+        (lambda: Image.new("1", (4, 4), 1), (255, 255, 255)),
+        (lambda: Image.new("RGBA", (4, 4), (10, 20, 30, 0)), (255, 255, 255)),  # transparent -> white
+        (lambda: Image.new("RGBA", (4, 4), (10, 20, 30, 255)), (10, 20, 30)),
+        (lambda: Image.new("LA", (4, 4), (50, 255)), (50, 50, 50)),
+        (lambda: Image.new("CMYK", (4, 4), (0, 255, 255, 0)), (255, 0, 0)),
+        (lambda: Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)), (255, 255, 255)),
+        (lambda: Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16)), (128, 128, 128)),
+    ],
+)
+def test_to_rgb_converts_modes(make, expected: tuple[int, int, int]) -> None:
+    out = to_rgb(make())
+    assert out.mode == "RGB"
+    assert tuple(np.asarray(out)[0, 0]) == expected
+
+
+def test_palette_with_transparency_composites_on_white() -> None:
+    img = Image.new("P", (2, 1))
+    img.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    img.putpixel((1, 0), 1)
+    img.info["transparency"] = 0
+    assert np.asarray(to_rgb(img)).tolist() == [[[255, 255, 255], [255, 0, 0]]]
+
+
+def test_normalize_matches_the_formula_and_layout() -> None:
+    pixels = np.zeros((2, 5, 7, 3), dtype=np.uint8)
+    pixels[1, 2, 3] = (255, 0, 51)
+    out = normalize(pixels, SPEC)
+    assert out.shape == (2, 3, 5, 7) and out.dtype == np.float32
+    expected = [(1.0 - 0.485) / 0.229, (0.0 - 0.456) / 0.224, (0.2 - 0.406) / 0.225]
+    np.testing.assert_allclose(out[1, :, 2, 3], expected, rtol=1e-6)
+
+
+def test_normalize_rejects_wrong_layout() -> None:
+    with pytest.raises(ValueError, match=r"\(3, 5, 5\)"):
+        normalize(np.zeros((3, 5, 5), dtype=np.uint8), SPEC)
+
+
+def test_letterbox_pads_with_the_mean_colour_which_normalises_to_about_zero() -> None:
+    photo = decode_photo(_stored(_asymmetric(300, 100), 1))
+    pixels, geo = letterbox(photo, SPEC)
+    assert (geo.new_width, geo.new_height, geo.pad_y) == (256, 85, 85)
+    tensor = normalize(pixels, SPEC)
+    assert float(np.abs(tensor[:, 0, :]).max()) < 0.01  # top padding row
+    assert float(np.abs(tensor[:, geo.pad_y + 40, :]).max()) > 0.5  # photo content
