@@ -1,0 +1,104 @@
+"""Pointwise and dense NumPy layers: ReLU, global average pooling, linear, softmax cross-entropy, batch-norm folding.
+
+Same contract as ``model.numpy_ops``: ``*_forward`` returns ``(out, cache)``, ``*_backward`` takes
+``(dout, cache)``, and outputs keep the input dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``max(x, 0)`` elementwise, any shape such as ``(N, C, H, W)``; the cache is the mask ``x > 0``."""
+    mask = x > 0
+    return np.where(mask, x, np.zeros((), dtype=x.dtype)), mask
+
+
+def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """Pass ``dout`` where the input was strictly positive; zero elsewhere (including at exactly 0, like PyTorch)."""
+    if dout.shape != cache.shape:
+        raise ValueError(f"dout shape {dout.shape} does not match ReLU input shape {cache.shape}")
+    return np.where(cache, dout, np.zeros((), dtype=dout.dtype))
+
+
+def global_avg_pool_forward(x: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Mean over space: ``(N, C, H, W)`` -> ``(N, C)``; the cache is the input shape."""
+    if x.ndim != 4:
+        raise ValueError(f"global average pooling expects (N, C, H, W), got shape {x.shape}")
+    return x.mean(axis=(2, 3)), x.shape
+
+
+def global_avg_pool_backward(dout: np.ndarray, cache: tuple[int, int, int, int]) -> np.ndarray:
+    """Spread each ``dout (N, C)`` value evenly over its ``H x W`` map: returns ``(N, C, H, W)``."""
+    n, c, h, w = cache
+    if dout.shape != (n, c):
+        raise ValueError(f"dout shape {dout.shape} does not match pooled shape {(n, c)}")
+    scaled = dout / np.asarray(h * w, dtype=dout.dtype)
+    return np.ascontiguousarray(np.broadcast_to(scaled[:, :, None, None], cache))
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """``x (N, D) @ w.T + b`` with ``w (K, D)`` (PyTorch layout) and ``b (K,)`` -> ``(N, K)``."""
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1] or b.shape != (w.shape[0],):
+        raise ValueError(f"linear expects x (N, D), w (K, D), b (K,); got {x.shape}, {w.shape}, {b.shape}")
+    return x @ w.T + b, (x, w)
+
+
+def linear_backward(
+    dout: np.ndarray, cache: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``dout (N, K)`` -> ``(dx (N, D), dw (K, D), db (K,))``."""
+    x, w = cache
+    if dout.shape != (x.shape[0], w.shape[0]):
+        raise ValueError(f"dout shape {dout.shape} does not match linear output shape {(x.shape[0], w.shape[0])}")
+    return dout @ w, dout.T @ x, dout.sum(axis=0)
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of ``logits (N, K)`` against integer ``labels (N,)`` and its gradient ``(N, K)``.
+
+    Uses the max-shifted log-sum-exp, so large logits do not overflow. ``dlogits = (softmax - onehot) / N``.
+    """
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise ValueError(f"expected logits (N, K) and labels (N,), got {logits.shape} and {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    n, k = logits.shape
+    if n == 0 or labels.min() < 0 or labels.max() >= k:
+        raise ValueError(f"labels must lie in [0, {k}) for logits shape {logits.shape}")
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    rows = np.arange(n)
+    loss = -log_probs[rows, labels].mean()
+    grad = np.exp(log_probs)
+    grad[rows, labels] -= 1.0
+    return float(loss), (grad / n).astype(logits.dtype)
+
+
+def batchnorm_fold(
+    w: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float = 1e-5,
+    bias: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold inference batch-norm into the preceding convolution ``w (F, C, KH, KW)`` (optional ``bias (F,)``).
+
+    ``BN(conv(x, w) + bias) = conv(x, w * s) + (bias - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``.
+    Computed in float64 and returned in ``w``'s dtype as ``(w' (F, C, KH, KW), b' (F,))``.
+    """
+    f = w.shape[0]
+    for name, vec in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)):
+        if vec.shape != (f,):
+            raise ValueError(f"batch-norm {name} shape {vec.shape} does not match conv weight shape {w.shape}")
+    if bias is not None and bias.shape != (f,):
+        raise ValueError(f"conv bias shape {bias.shape} does not match conv weight shape {w.shape}")
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    shift = (0.0 if bias is None else bias.astype(np.float64)) - mean.astype(np.float64)
+    w_folded = w.astype(np.float64) * scale.reshape(f, *([1] * (w.ndim - 1)))
+    b_folded = shift * scale + beta.astype(np.float64)
+    return w_folded.astype(w.dtype), b_folded.astype(w.dtype)
