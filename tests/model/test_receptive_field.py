@@ -1,0 +1,231 @@
+"""Receptive fields: analytic boxes against autograd gradient support, output sizes, and photo mapping under EXIF."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from model.config import NetworkConfig, Preprocessing, Stage
+from model.network import TriageNet
+from model.preprocess import letterbox_geometry, prepare
+from model.receptive_field import (
+    ClippedBox,
+    UnclippedBox,
+    cell_field,
+    cell_field_in_photo,
+    format_table,
+    layer_fields,
+    stage_fields,
+    table,
+)
+
+CONFIG = NetworkConfig(preprocessing=Preprocessing(size=72))  # default geometry; 72 exercises floor-mode pooling
+
+
+def geometry_proxy(config: NetworkConfig, seed: int) -> tuple[torch.nn.Module, dict[str, int]]:
+    """``config.layers()`` as a linear float64 network: random convs, max-pool -> average pool, no ReLU/BN.
+
+    Why this measures the receptive field exactly: the field is the set of input pixels a cell can depend on.
+    ReLU and max-pool only *select* among the paths a linear network has (ReLU zeros some, max-pool keeps one per
+    window), and batch-norm scales channels, so no input of the real network reaches outside the proxy's
+    dependence set; the average pool spreads every gradient over its whole window and, with random non-zero
+    weights, the proxy's gradient of one cell is non-zero on exactly its field (no cancellation happens with
+    probability one). The real network's per-input supports are checked to lie inside the box separately.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    marks: dict[str, int] = {}
+    channels = config.in_channels
+    for geo in config.layers():
+        if geo.kind == "conv":
+            conv = torch.nn.Conv2d(channels, 2, geo.kernel, geo.stride, geo.padding, geo.dilation, dtype=torch.float64)
+            with torch.no_grad():
+                conv.weight.copy_(torch.rand(conv.weight.shape, generator=gen, dtype=torch.float64) + 0.5)
+                conv.weight.mul_(torch.randint(0, 2, conv.weight.shape, generator=gen) * 2 - 1)
+            layers.append(conv)
+            channels = 2
+        else:
+            layers.append(torch.nn.AvgPool2d(geo.kernel, geo.stride))
+        marks[geo.stage] = len(layers)
+    return torch.nn.Sequential(*layers), marks
+
+
+def gradient_support(model: torch.nn.Module, upto: int, x: torch.Tensor, y: int, x_: int) -> np.ndarray:
+    """Boolean ``(H, W)``: input pixels where d(sum over channels of cell (y, x_) after layer ``upto``)/dinput != 0."""
+    x = x.clone().requires_grad_(True)
+    out = model[:upto](x)
+    out[0, :, y, x_].sum().backward()
+    return (x.grad[0] != 0).any(dim=0).numpy()
+
+
+def box_mask(shape: tuple[int, int], box: ClippedBox, offset: int = 0) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[box.y0 + offset : box.y1 + offset, box.x0 + offset : box.x1 + offset] = True
+    return mask
+
+
+def probe_cells(out_size: tuple[int, int]) -> list[tuple[int, int]]:
+    h, w = out_size
+    return sorted({(h // 2, w // 2), (0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)})
+
+
+def test_analytic_boxes_equal_gradient_support_for_every_stage() -> None:
+    """Clipped boxes against the support on the 72x72 input; unclipped boxes against the support on an input grown
+    by ``margin`` pixels on every side, where cell ``(y, x)`` becomes ``(y + margin / jump, x + margin / jump)``
+    (``margin`` is a multiple of every jump and exceeds every overhang, so the whole unclipped box is real input)."""
+    size = CONFIG.preprocessing.size
+    fields = stage_fields(CONFIG)
+    margin = 64
+    assert all(margin % f.jump == 0 and margin >= -f.first_edge for f in fields.values())
+    proxy, marks = geometry_proxy(CONFIG, seed=0)
+    small = torch.randn(1, 3, size, size, dtype=torch.float64)
+    big = torch.randn(1, 3, size + 2 * margin, size + 2 * margin, dtype=torch.float64)
+    for stage, field in fields.items():
+        for y, x in probe_cells(field.out_size):
+            cell = cell_field(CONFIG, stage, y, x)
+            support = gradient_support(proxy, marks[stage], small, y, x)
+            assert np.array_equal(support, box_mask((size, size), cell.clipped)), (stage, y, x)
+            shift = margin // field.jump
+            grown = gradient_support(proxy, marks[stage], big, y + shift, x + shift)
+            unclipped = ClippedBox(cell.box.x0, cell.box.y0, cell.box.x1, cell.box.y1)
+            assert np.array_equal(grown, box_mask(grown.shape, unclipped, margin)), (stage, y, x)
+
+
+def test_real_network_gradient_support_stays_inside_the_box() -> None:
+    """With ReLU and max-pool the per-input support is a subset of the box (never outside it) and non-empty."""
+    torch.manual_seed(1)
+    net = TriageNet(CONFIG).double().eval()
+    size = CONFIG.preprocessing.size
+    for stage, field in stage_fields(CONFIG).items():
+        for y, x in probe_cells(field.out_size):
+            clipped = box_mask((size, size), cell_field(CONFIG, stage, y, x).clipped)
+            union = np.zeros((size, size), dtype=bool)
+            for _ in range(3):
+                inp = torch.randn(1, 3, size, size, dtype=torch.float64, requires_grad=True)
+                _, maps = net.forward_stages(inp)
+                maps[stage][0, :, y, x].sum().backward()
+                union |= (inp.grad[0] != 0).any(dim=0).numpy()
+            assert union.any() and not (union & ~clipped).any(), (stage, y, x)
+
+
+@st.composite
+def random_stages(draw: st.DrawFn) -> tuple[NetworkConfig, int]:
+    stages = []
+    for i in range(draw(st.integers(1, 2))):
+        kernel, dilation = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+        stages.append(
+            Stage(
+                f"s{i}",
+                1,
+                kernel,
+                draw(st.integers(1, 3)),
+                draw(st.integers(0, 3)),
+                dilation,
+                draw(st.sampled_from([0, 2, 3])),
+            )
+        )
+    return NetworkConfig(stages=tuple(stages), in_channels=1), draw(st.integers(1, 40))
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_stages())
+def test_output_sizes_equal_pytorch(case: tuple[NetworkConfig, int]) -> None:
+    config, size = case
+    try:
+        fields = stage_fields(config, size)
+    except ValueError:
+        with pytest.raises(RuntimeError):
+            TriageNet(config).eval().forward_stages(torch.zeros(1, 1, size, size))
+        return
+    with torch.no_grad():
+        _, maps = TriageNet(config).eval().forward_stages(torch.zeros(1, 1, size, size))
+    assert {name: tuple(m.shape[2:]) for name, m in maps.items()} == {n: f.out_size for n, f in fields.items()}
+
+
+def test_recurrences_and_default_table() -> None:
+    for f in layer_fields(NetworkConfig()):
+        assert f.start == f.first_edge + f.size / 2
+    rows = table(NetworkConfig())
+    assert [(r.name, r.shape, r.size, r.jump, r.start) for r in rows] == [
+        ("stage1", (16, 64, 64), 5, 4, 1.5),
+        ("stage2", (32, 32, 32), 17, 8, 3.5),
+        ("stage3", (64, 16, 16), 41, 16, 7.5),
+        ("stage4", (96, 16, 16), 73, 16, 7.5),
+        ("stage5", (128, 16, 16), 137, 16, 7.5),
+    ]
+    assert "| stage5 | (128, 16, 16) | 137 | 16 | 7.5 |" in format_table(rows)
+    corner = cell_field(NetworkConfig(), "stage5", 0, 15)
+    assert corner.box == UnclippedBox(179, -61, 316, 76) and corner.clipped == ClippedBox(179, 0, 256, 76)
+    with pytest.raises(ValueError, match=r"outside stage5's map of size \(16, 16\)"):
+        cell_field(NetworkConfig(), "stage5", 16, 0)
+
+
+# Pillow's transpose that *undoes* each EXIF orientation (what decoding applies), and its inverse (to encode).
+_UNDO = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_INVERSE = {**_UNDO, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def encode_with_orientation(upright: Image.Image, orientation: int) -> bytes:
+    """A lossless PNG whose stored pixels, once the EXIF orientation tag is applied, are ``upright``."""
+    stored = upright if orientation == 1 else upright.transpose(_INVERSE[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, "PNG", exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("width,height", [(45, 27), (19, 33)])
+def test_photo_boxes_are_exact_for_every_exif_orientation(orientation: int, width: int, height: int) -> None:
+    spec = Preprocessing(size=64)
+    config = NetworkConfig(preprocessing=spec)
+    rng = np.random.default_rng(orientation)
+    pixels = rng.integers(0, 120, (height, width, 3), dtype=np.uint8)
+    mark_x, mark_y = width // 3, height // 4  # an asymmetric bright marker: any orientation mistake moves it
+    pixels[mark_y, mark_x] = 255
+    upright = Image.fromarray(pixels, "RGB")
+
+    prepared = prepare(encode_with_orientation(upright, orientation), spec)
+    assert prepared.photo.orientation == orientation
+    assert np.array_equal(np.asarray(prepared.photo.image), pixels)  # decoding restored the upright pixels
+    direct = letterbox_geometry(width, height, spec.size)
+    assert prepared.geometry == direct
+
+    for stage, field in stage_fields(config).items():
+        for y, x in probe_cells(field.out_size):
+            mapped = cell_field_in_photo(config, stage, y, x, prepared.geometry)
+            box = mapped.cell.box
+            expected = (
+                (box.x0 - direct.pad_x) * width / direct.new_width,
+                (box.y0 - direct.pad_y) * height / direct.new_height,
+                (box.x1 - direct.pad_x) * width / direct.new_width,
+                (box.y1 - direct.pad_y) * height / direct.new_height,
+            )
+            assert (mapped.box.x0, mapped.box.y0, mapped.box.x1, mapped.box.y1) == expected
+            assert mapped == cell_field_in_photo(config, stage, y, x, direct)
+            c = mapped.clipped
+            assert 0 <= c.x0 <= c.x1 <= width and 0 <= c.y0 <= c.y1 <= height
+
+    # The marker, found in the letterboxed input, lies in the photo box of the stage-1 cell whose box holds it.
+    red = prepared.pixels[..., 0].astype(int)
+    iy, ix = np.unravel_index(np.argmax(red), red.shape)
+    f1 = stage_fields(config)["stage1"]
+    cy = min((iy - f1.first_edge) // f1.jump, f1.out_size[0] - 1)
+    cx = min((ix - f1.first_edge) // f1.jump, f1.out_size[1] - 1)
+    clipped = cell_field_in_photo(config, "stage1", cy, cx, prepared.geometry).clipped
+    assert clipped.x0 <= mark_x < clipped.x1 and clipped.y0 <= mark_y < clipped.y1
