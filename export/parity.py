@@ -1,0 +1,301 @@
+"""Numerical parity of every engine that runs the triage network, output by output and engine pair by engine pair.
+
+Engines: PyTorch eager (the checkpoint in ``TriageNet``), the NumPy engine, ONNX Runtime on CPU (and on CUDA when a
+session really runs on it, TF32 off), and ``onnx.reference.ReferenceEvaluator``, compared on the logits and every
+stage map. An element fails only if ``|a - b| > atol`` and ``|a - b| / |b| > rtol`` (``b``: the pair's second
+engine), ``atol = rtol = 1e-5``. ``max rel`` covers the elements with ``|a - b| > atol`` (0 if none); ``ratio`` is
+the largest ``|a - b| / max(atol, rtol |b|)``, above 1 exactly when an element fails.
+
+CLI: ``triage parity [--json] [--checkpoint P] [--onnx P]``; exit 0 when all pass, 1 on any failure, 2 on no files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib
+import itertools
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnx.reference import ReferenceEvaluator
+
+from export.onnx_export import INPUT_NAME, LOGITS_NAME
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.config import Preprocessing
+from model.network import TriageNet, load_numpy_state
+from model.numpy_net import NumpyTriageNet
+from model.preprocess import normalize, prepare
+
+ATOL = 1e-5
+RTOL = 1e-5
+DEFAULT_CHECKPOINT = Path("artifacts/triage_checkpoint.npz")
+DEFAULT_ONNX = Path("artifacts/triage.onnx")
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+_ENGINE_NAMES = {CPU: "ort-cpu", CUDA: "ort-cuda"}
+
+Outputs = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One output compared between engines ``a`` and ``b`` (``b`` is the reference for the relative error)."""
+
+    output: str
+    a: str
+    b: str
+    max_abs: float
+    max_rel: float
+    ratio: float
+    failures: int
+    elements: int
+    worst_input: str
+
+    @property
+    def passed(self) -> bool:
+        return self.failures == 0
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    engines: tuple[str, ...]
+    inputs: tuple[str, ...]
+    atol: float
+    rtol: float
+    comparisons: tuple[Comparison, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        return len(self.engines) >= 2 and all(c.passed for c in self.comparisons)
+
+    def to_dict(self) -> dict:
+        rows = [{**asdict(c), "passed": c.passed} for c in self.comparisons]
+        for row in rows:
+            for key in ("max_abs", "max_rel", "ratio"):
+                row[key] = _finite_or_text(row[key])
+        return {
+            "passed": self.passed,
+            "engines": list(self.engines),
+            "inputs": list(self.inputs),
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "notes": list(self.notes),
+            "comparisons": rows,
+        }
+
+    def format_table(self) -> str:
+        header = f"{'output':<8} {'engines':<34} {'max abs':>10} {'max rel':>10} {'ratio':>8} {'failing':>9}  result"
+        lines = [
+            f"parity of {', '.join(self.engines)} on {len(self.inputs)} inputs "
+            f"(element fails if |a-b| > {self.atol:g} and |a-b|/|b| > {self.rtol:g})",
+            header,
+            "-" * len(header),
+        ]
+        for c in self.comparisons:
+            pair = f"{c.a} vs {c.b}"
+            lines.append(
+                f"{c.output:<8} {pair:<34} {c.max_abs:>10.3g} {c.max_rel:>10.3g} {c.ratio:>8.3g} {c.failures:>9}  "
+                + ("pass" if c.passed else f"FAIL (worst input: {c.worst_input})")
+            )
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append("PASS" if self.passed else "FAIL")
+        return "\n".join(lines)
+
+
+def _finite_or_text(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+def compare(
+    a: np.ndarray, b: np.ndarray, atol: float = ATOL, rtol: float = RTOL
+) -> tuple[float, float, float, np.ndarray]:
+    """``(max |a-b|, max |a-b|/|b| over elements with |a-b| > atol, max ratio, failing mask)``, same shapes.
+
+    The ratio of an element is ``|a-b| / max(atol, rtol |b|)``; it fails exactly when the ratio exceeds 1.
+    NaN or infinite differences count as failures.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare shapes {a.shape} and {b.shape}")
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    ref = np.abs(b.astype(np.float64))
+    ok = (diff <= atol) | (diff <= rtol * ref)
+    ratio = diff / np.maximum(atol, rtol * ref)
+    over = diff > atol
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(over, diff / ref, 0.0)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float(rel.max()) if rel.size else 0.0
+    return max_abs, max_rel, float(ratio.max()) if ratio.size else 0.0, ~ok
+
+
+def _compare_outputs(name: str, a: str, b: str, xa: np.ndarray, xb: np.ndarray, inputs: Sequence[str]) -> Comparison:
+    if xa.shape != xb.shape:
+        size = max(xa.size, xb.size)
+        return Comparison(name, a, b, math.inf, math.inf, math.inf, size, size, f"shapes {xa.shape} vs {xb.shape}")
+    max_abs, max_rel, ratio, failing = compare(xa, xb)
+    per_input = np.abs(xa.astype(np.float64) - xb.astype(np.float64)).reshape(len(inputs), -1).max(axis=1)
+    worst = inputs[int(np.nan_to_num(per_input, nan=np.inf).argmax())]
+    return Comparison(name, a, b, max_abs, max_rel, ratio, int(failing.sum()), int(failing.size), worst)
+
+
+def _pixels(spec: Preprocessing, fill: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """A normalised ``(3, S, S)`` tensor from a ``uint8 (S, S, 3)`` image ``fill(yy, xx)`` builds."""
+    yy, xx = np.mgrid[0 : spec.size, 0 : spec.size]
+    return normalize(np.ascontiguousarray(fill(yy, xx)).astype(np.uint8), spec)
+
+
+def _gray(value: np.ndarray) -> np.ndarray:
+    return np.repeat(np.asarray(value, dtype=np.uint8)[..., None], 3, axis=-1)
+
+
+def _synthetic_photos(spec: Preprocessing, count: int, seed: int) -> dict[str, np.ndarray]:
+    """Rendered ticket photos through the shared eval preprocessing, when ``model.synth.render_photo`` exists."""
+    try:
+        render = getattr(importlib.import_module("model.synth"), "render_photo", None)
+    except ModuleNotFoundError as err:
+        if err.name != "model.synth":
+            raise
+        return {}
+    if render is None:
+        return {}
+    photos = {}
+    for i in range(count):
+        label = spec.classes[i % len(spec.classes)]
+        photo = render(seed + i, label, split="test")
+        photos[f"synth-{i}-{label}"] = prepare(photo.encode(), spec).tensor
+    return photos
+
+
+def default_inputs(spec: Preprocessing, seed: int = 0, synth: int = 8) -> dict[str, np.ndarray]:
+    """Named ``(3, S, S)`` float32 inputs: ``synth`` rendered photos (when available) and 16 stress tensors.
+
+    The stress set: uniform-noise pixels, Gaussian tensors (unit and 3x scale), an all-zero tensor, the pad colour,
+    black and white images (the normalised range's extremes), checkerboards of period 1, 8 and 7 pixels (7 lines up
+    with no stride or pool), stripes, a ramp and saturated colour halves.
+    """
+    rng = np.random.default_rng(seed)
+    s = spec.size
+    pad = np.asarray([round(m * 255) for m in spec.mean], dtype=np.uint8)
+    inputs = _synthetic_photos(spec, synth, 7_000_000 + seed) if synth else {}
+    for i in range(3):
+        inputs[f"noise-pixels-{i}"] = normalize(rng.integers(0, 256, (s, s, 3), dtype=np.uint8), spec)
+    inputs["gaussian-1x"] = rng.standard_normal((3, s, s)).astype(np.float32)
+    inputs["gaussian-3x"] = (3 * rng.standard_normal((3, s, s))).astype(np.float32)
+    inputs["zeros"] = np.zeros((3, s, s), np.float32)
+    inputs["pad-colour"] = _pixels(spec, lambda yy, xx: np.broadcast_to(pad, (s, s, 3)))
+    inputs["black"] = _pixels(spec, lambda yy, xx: _gray(np.zeros_like(yy)))
+    inputs["white"] = _pixels(spec, lambda yy, xx: _gray(np.full_like(yy, 255)))
+    for period in (1, 8, 7):
+        inputs[f"checker-{period}"] = _pixels(spec, lambda yy, xx, p=period: _gray(((yy // p + xx // p) % 2) * 255))
+    inputs["stripes-h"] = _pixels(spec, lambda yy, xx: _gray((yy % 2) * 255))
+    inputs["stripes-v"] = _pixels(spec, lambda yy, xx: _gray((xx % 4 < 2) * 255))
+    inputs["ramp"] = _pixels(spec, lambda yy, xx: _gray(xx * 255 // max(s - 1, 1)))
+    red, blue = np.array([255, 0, 0], np.uint8), np.array([0, 0, 255], np.uint8)
+    inputs["red-blue"] = _pixels(spec, lambda yy, xx: np.where((xx < s // 2)[..., None], red, blue))
+    return inputs
+
+
+def _libcuda_loadable() -> bool:
+    if not sys.platform.startswith("linux"):
+        return True
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def _ort_session(onnx_path: Path, provider: str) -> ort.InferenceSession | None:
+    """A session that really runs on ``provider``, or None (ONNX Runtime falls back to CPU silently)."""
+    if provider not in ort.get_available_providers() or (provider == CUDA and not _libcuda_loadable()):
+        return None
+    chosen: list = [provider] if provider == CPU else [(CUDA, {"use_tf32": "0"}), CPU]
+    session = ort.InferenceSession(str(onnx_path), providers=chosen)
+    return session if session.get_providers()[:1] == [provider] else None
+
+
+def _run_engines(
+    ckpt: Checkpoint, onnx_path: Path, batch: np.ndarray, providers: Sequence[str], notes: list[str]
+) -> dict[str, Outputs]:
+    """Every engine's logits and stage maps for ``batch (N, C, S, S)``, by engine name."""
+    net = load_numpy_state(TriageNet(ckpt.config), ckpt.weights).eval()
+    with torch.no_grad():
+        logits, maps = net.forward_stages(torch.from_numpy(batch))
+    results = {"torch": {LOGITS_NAME: logits.numpy(), **{k: v.numpy() for k, v in maps.items()}}}
+    np_logits, np_maps = NumpyTriageNet.from_weights(ckpt.config, ckpt.weights).forward(batch)
+    results["numpy"] = {LOGITS_NAME: np_logits, **np_maps}
+    for provider in providers:
+        session = _ort_session(onnx_path, provider)
+        label = _ENGINE_NAMES.get(provider, provider)
+        if session is None:
+            notes.append(f"{label}: {provider} is not usable here (no session runs on it); left out")
+            continue
+        outputs = session.run(None, {INPUT_NAME: batch})
+        results[label] = {o.name: np.asarray(v) for o, v in zip(session.get_outputs(), outputs, strict=True)}
+    reference = ReferenceEvaluator(str(onnx_path))
+    outputs = reference.run(None, {INPUT_NAME: batch})
+    results["onnx-reference"] = {n: np.asarray(v) for n, v in zip(reference.output_names, outputs, strict=True)}
+    return results
+
+
+def run_parity(
+    checkpoint_path: Path,
+    onnx_path: Path,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    providers: Sequence[str] | None = None,
+) -> ParityReport:
+    """Run every engine on ``inputs`` (name -> ``(3, S, S)``; default ``default_inputs``) and compare all outputs.
+
+    ``providers``: the ONNX Runtime providers to try (default: CPU, plus CUDA when onnxruntime offers it). A
+    provider whose session does not really run on it is left out with a note.
+    """
+    ckpt = load_checkpoint(Path(checkpoint_path))
+    spec = ckpt.config.preprocessing
+    notes: list[str] = []
+    if inputs is None:
+        inputs = default_inputs(spec)
+        if not any(name.startswith("synth-") for name in inputs):
+            notes.append("model.synth.render_photo is not available: no rendered photos among the inputs")
+    inputs = dict(inputs)
+    expected = (ckpt.config.in_channels, spec.size, spec.size)
+    if not inputs or any(t.shape != expected for t in inputs.values()):
+        shapes = {name: t.shape for name, t in inputs.items()}
+        raise ValueError(f"parity needs one or more inputs of shape {expected}, got {shapes}")
+    batch = np.stack([np.asarray(t, dtype=np.float32) for t in inputs.values()])
+    if providers is None:
+        providers = [CPU, *([CUDA] if CUDA in ort.get_available_providers() else [])]
+    results = _run_engines(ckpt, Path(onnx_path), batch, providers, notes)
+    comparisons = []
+    for output in [LOGITS_NAME, *ckpt.config.stage_names]:
+        for a, b in itertools.combinations(results, 2):
+            missing = [e for e in (a, b) if output not in results[e]]
+            if missing:
+                notes.append(f"{output}: missing from {', '.join(missing)}")
+                comparisons.append(Comparison(output, b, a, math.inf, math.inf, math.inf, 1, 1, "all"))
+                continue
+            comparisons.append(_compare_outputs(output, b, a, results[b][output], results[a][output], list(inputs)))
+    return ParityReport(tuple(results), tuple(inputs), ATOL, RTOL, tuple(comparisons), tuple(notes))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``triage parity``: print the parity table (or ``--json``); 0 when everything passes, else 1 (2: no files)."""
+    parser = argparse.ArgumentParser(prog="triage parity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--onnx", type=Path, default=DEFAULT_ONNX)
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    for path in (args.checkpoint, args.onnx):
+        if not path.is_file():
+            print(f"triage parity: {path} does not exist (train and export first)", file=sys.stderr)
+            return 2
+    report = run_parity(args.checkpoint, args.onnx)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    return 0 if report.passed else 1
