@@ -65,6 +65,8 @@ class Comparison:
 
 @dataclass(frozen=True)
 class ParityReport:
+    """All engine-pair comparisons of one run; ``passed`` when every comparison passes."""
+
     engines: tuple[str, ...]
     inputs: tuple[str, ...]
     atol: float

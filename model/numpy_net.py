@@ -93,7 +93,9 @@ class Gradients:
 class NumpyTriageNet:
     """Eval-mode triage network: ``(N, 3, S, S)`` float inputs -> ``(N, K)`` logits and stage maps."""
 
-    def __init__(self, config: NetworkConfig, stages: tuple[StageParams, ...], head_w: np.ndarray, head_b: np.ndarray):
+    def __init__(
+        self, config: NetworkConfig, stages: tuple[StageParams, ...], head_w: np.ndarray, head_b: np.ndarray
+    ) -> None:
         self.config = config
         self.stages = stages
         self.head_w = head_w

@@ -229,3 +229,32 @@ def test_photo_boxes_are_exact_for_every_exif_orientation(orientation: int, widt
     cx = min((ix - f1.first_edge) // f1.jump, f1.out_size[1] - 1)
     clipped = cell_field_in_photo(config, "stage1", cy, cx, prepared.geometry).clipped
     assert clipped.x0 <= mark_x < clipped.x1 and clipped.y0 <= mark_y < clipped.y1
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_photo_boxes_use_full_resolution_coordinates_with_jpeg_draft_decoding(orientation: int) -> None:
+    """A large odd-size JPEG is decoded at a reduced DCT scale, yet boxes map to full-resolution upright pixels."""
+    spec = Preprocessing(size=64)
+    config = NetworkConfig(preprocessing=spec)
+    width, height = 301, 163
+    pixels = np.full((height, width, 3), 30, dtype=np.uint8)
+    mark_x, mark_y = 220, 40
+    pixels[mark_y - 4 : mark_y + 5, mark_x - 4 : mark_x + 5] = 255
+    stored = Image.fromarray(pixels, "RGB")
+    stored = stored if orientation == 1 else stored.transpose(_INVERSE[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", quality=95, exif=exif.tobytes())
+
+    prepared = prepare(buf.getvalue(), spec, fast=True)
+    assert max(prepared.photo.image.size) < max(width, height)  # really decoded in the DCT domain
+    assert (prepared.photo.width, prepared.photo.height) == (width, height)
+    assert prepared.geometry == letterbox_geometry(width, height, spec.size)
+    red = prepared.pixels[..., 0].astype(int)
+    iy, ix = np.unravel_index(np.argmax(red), red.shape)
+    f1 = stage_fields(config)["stage1"]
+    cy = min((iy - f1.first_edge) // f1.jump, f1.out_size[0] - 1)
+    cx = min((ix - f1.first_edge) // f1.jump, f1.out_size[1] - 1)
+    clipped = cell_field_in_photo(config, "stage1", cy, cx, prepared.geometry).clipped
+    assert clipped.x0 <= mark_x < clipped.x1 and clipped.y0 <= mark_y < clipped.y1
