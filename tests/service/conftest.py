@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pillow_heif
@@ -93,3 +94,12 @@ def photos() -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def kit() -> type[PhotoKit]:
     return PhotoKit
+
+
+@pytest.fixture(scope="session")
+def metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Multiprocess metrics for in-process servers; set once per test session (before any metric is created)."""
+    from service.metrics import use_metrics_dir
+
+    directory, _ = use_metrics_dir(tmp_path_factory.mktemp("metrics"))
+    return directory

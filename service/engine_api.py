@@ -1,0 +1,72 @@
+"""The base of every LitAPI of the service: each inference worker holds one loaded, warmed-up ``TriageEngine``.
+
+Subclasses (``RouteAPI`` for ``/v1/route``; ``/v1/explain`` likewise) implement the request hooks; this class
+does what every worker needs: pick its GPU, load and verify the model, warm it up, report the execution provider
+it really got (metric ``triage_model`` and the log), and leave shutdown to the supervisor when asked to.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import litserve as ls
+
+from service.devices import pin_worker_gpu
+from service.engine import TriageEngine
+from service.logs import configure_logging
+from service.metrics import metrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class EngineAPI(ls.LitAPI):
+    """A LitAPI whose workers each load ``settings.model_path`` on their device before reporting ready."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        api_path: str,
+        max_batch_size: int = 1,
+        batch_timeout: float = 0.0,
+        engine_device: str | None = None,
+        gpus: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path)
+        self.settings = settings
+        self.engine_device = engine_device or settings.device
+        self.gpus = gpus
+        # Set by the supervisor: workers then ignore SIGTERM/SIGINT sent to the whole process group and are
+        # stopped by it once the HTTP servers have answered every request in flight.
+        self.supervised = False
+        self._engine: TriageEngine | None = None
+
+    @property
+    def engine(self) -> TriageEngine:
+        if self._engine is None:
+            raise RuntimeError(f"{type(self).__name__} has no engine outside an inference worker")
+        return self._engine
+
+    def setup(self, device: str) -> None:
+        if self.supervised:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        configure_logging(self.settings.log_level)
+        pin_worker_gpu(device, self.gpus)
+        engine = TriageEngine(self.settings.model_path, device=self.engine_device, threads=self.settings.ort_threads)
+        engine.warm_up(sorted({1, self.max_batch_size}))
+        self._engine = engine
+        card = engine.card
+        metrics().model.labels(
+            name=str(card["name"]),
+            version=str(card["version"]),
+            sha256=engine.info.model_sha256,
+            provider=engine.info.provider,
+            device=engine.info.device,
+        ).set(1)
+        log.info(
+            "inference worker ready",
+            extra={"api": self.api_path, "provider": engine.info.provider, "device": engine.info.device},
+        )

@@ -1,0 +1,152 @@
+"""Prometheus metrics, summed over every process of the service (prometheus-client's multiprocess mode).
+
+The HTTP processes record requests and their latency; the inference workers record decode, queue and inference
+latency, batch sizes, routes, confidences, per-photo errors and which model runs on which provider. Each process
+writes its samples to files under ``PROMETHEUS_MULTIPROC_DIR``; ``/metrics`` merges them. ``use_metrics_dir`` must
+run before the first metric is created in a process (``service.server.main`` does it before starting anything;
+spawned workers inherit the environment variable).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MODEL_INFO = "triage_model"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+_CONFIDENCE_BUCKETS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+
+
+def use_metrics_dir(directory: Path | None = None) -> tuple[Path, bool]:
+    """Switch this process (and the processes it starts) to multiprocess metrics; returns ``(dir, created)``.
+
+    Uses ``directory``, else ``$PROMETHEUS_MULTIPROC_DIR``, else a fresh temporary directory (``created`` is
+    then True and the caller removes it at exit). Stale sample files from an earlier run are deleted: the
+    directory belongs to one running service.
+    """
+    created = False
+    if directory is None:
+        configured = os.environ.get(MULTIPROC_ENV)
+        if configured:
+            directory = Path(configured)
+        else:
+            directory, created = Path(tempfile.mkdtemp(prefix="triage-metrics-")), True
+    directory.mkdir(parents=True, exist_ok=True)
+    if not created:
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(directory)
+    # prometheus-client picks its value store when first imported; pick again now that the directory is set.
+    values.ValueClass = values.get_value_class()
+    return directory, created
+
+
+@dataclass(frozen=True)
+class ServiceMetrics:
+    http_requests: Counter
+    http_latency: Histogram
+    decode_latency: Histogram
+    queue_latency: Histogram
+    inference_latency: Histogram
+    batch_photos: Histogram
+    batch_requests: Histogram
+    routes: Counter
+    confidence: Histogram
+    errors: Counter
+    model: Gauge
+
+
+def _create() -> ServiceMetrics:
+    if not os.environ.get(MULTIPROC_ENV):
+        raise RuntimeError(f"metrics need {MULTIPROC_ENV}; call service.metrics.use_metrics_dir() first")
+    return ServiceMetrics(
+        http_requests=Counter(
+            "triage_http_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=None
+        ),
+        http_latency=Histogram(
+            "triage_request_seconds",
+            "Total request time in the HTTP server",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=None,
+        ),
+        decode_latency=Histogram(
+            "triage_decode_seconds",
+            "Time to validate, decode and preprocess one photo",
+            buckets=_LATENCY_BUCKETS,
+            registry=None,
+        ),
+        queue_latency=Histogram(
+            "triage_queue_seconds",
+            "Time a request waited between the HTTP server and an inference worker",
+            buckets=_LATENCY_BUCKETS,
+            registry=None,
+        ),
+        inference_latency=Histogram(
+            "triage_inference_seconds", "Time of one batched model run", buckets=_LATENCY_BUCKETS, registry=None
+        ),
+        batch_photos=Histogram(
+            "triage_batch_photos", "Photos in one batched model run", buckets=_SIZE_BUCKETS, registry=None
+        ),
+        batch_requests=Histogram(
+            "triage_batch_requests", "Requests handled together in one batch", buckets=_SIZE_BUCKETS, registry=None
+        ),
+        routes=Counter("triage_routes", "Routes given, per photo and per ticket", ["level", "route"], registry=None),
+        confidence=Histogram(
+            "triage_confidence",
+            "Calibrated confidence of each routed photo",
+            buckets=_CONFIDENCE_BUCKETS,
+            registry=None,
+        ),
+        errors=Counter("triage_errors", "Rejected photos and requests by reason", ["reason"], registry=None),
+        model=Gauge(
+            MODEL_INFO,
+            "The model each inference worker serves and the execution provider it really uses",
+            ["name", "version", "sha256", "provider", "device"],
+            multiprocess_mode="max",
+            registry=None,
+        ),
+    )
+
+
+_metrics: ServiceMetrics | None = None
+
+
+def metrics() -> ServiceMetrics:
+    """This process's metric objects, created on first use."""
+    global _metrics
+    if _metrics is None:
+        _metrics = _create()
+    return _metrics
+
+
+def _collect() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry
+
+
+def render() -> tuple[bytes, str]:
+    """The merged samples of every process, in Prometheus text format, and their content type."""
+    return generate_latest(_collect()), CONTENT_TYPE_LATEST
+
+
+def live_models() -> list[dict[str, str]]:
+    """The ``{name, version, sha256, provider, device}`` of every model a worker reported as loaded."""
+    seen: list[dict[str, str]] = []
+    for family in _collect().collect():
+        if family.name != MODEL_INFO:
+            continue
+        for sample in family.samples:
+            labels = {k: v for k, v in sample.labels.items() if k != "pid"}
+            if sample.value > 0 and labels not in seen:
+                seen.append(labels)
+    return seen

@@ -1,0 +1,137 @@
+"""The HTTP layer every request passes through, whatever endpoint it is for (a plain ASGI middleware).
+
+In order: give the request an id (``X-Request-ID`` echoed when sane, else a new one) and echo it in the response;
+check the API key on ``/v1/*`` when one is configured (401); refuse bodies declared larger than the limit (413)
+before reading them; bound the whole ``/v1/*`` request by ``request_timeout`` (504, so no client waits forever on
+a stuck worker); finally count the request by endpoint and status, time it, and write one JSON access-log line.
+``/health`` and ``/metrics`` never need the key: probes and scrapers carry no credentials, and neither exposes
+customer data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.auth import key_matches, presented_key
+from service.logs import request_id_var
+from service.metrics import metrics
+
+log = logging.getLogger("service.access")
+
+PROTECTED_PREFIX = "/v1/"
+_QUIET_PATHS = frozenset({"/health", "/metrics"})
+_REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$")
+
+
+def request_id_from(headers: Headers) -> str:
+    """The caller's ``X-Request-ID`` if it is short and plain, else a fresh id."""
+    given = headers.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_key: str | None,
+        max_body_bytes: int,
+        request_timeout: float,
+        endpoints: Iterable[str],
+    ) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
+        self.request_timeout = request_timeout
+        self.endpoints = frozenset(endpoints)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = Headers(scope=scope)
+        request_id = request_id_from(headers)
+        token = request_id_var.set(request_id)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        path: str = scope["path"]
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status, response_started = message["status"], True
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        async def answer(code: int, reason: str, detail: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
+            state["error_reason"] = reason
+            body = json.dumps({"detail": detail}).encode()
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": code,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        *extra,
+                    ],
+                }
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
+
+        try:
+            protected = path.startswith(PROTECTED_PREFIX)
+            declared = headers.get("content-length", "")
+            if protected and self.api_key and not key_matches(presented_key(headers), self.api_key):
+                await answer(
+                    401,
+                    "unauthorized",
+                    "missing or wrong API key (send X-API-Key or Authorization: Bearer)",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+            elif declared.isdigit() and int(declared) > self.max_body_bytes:
+                await answer(
+                    413, "payload_too_large", f"request body is {declared} bytes; the limit is {self.max_body_bytes}"
+                )
+            elif protected:
+                try:
+                    async with asyncio.timeout(self.request_timeout):
+                        await self.app(scope, receive, send_with_id)
+                except TimeoutError:
+                    log.error("request timed out after %.1f s", self.request_timeout)
+                    if not response_started:
+                        await answer(504, "timeout", f"no answer within {self.request_timeout:g} s")
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            self._record(path, status, time.perf_counter() - started, state.get("error_reason"), scope)
+            request_id_var.reset(token)
+
+    def _record(self, path: str, status: int, seconds: float, reason: str | None, scope: Scope) -> None:
+        endpoint = path if path in self.endpoints else "other"
+        m = metrics()
+        m.http_requests.labels(endpoint=endpoint, status=str(status)).inc()
+        m.http_latency.labels(endpoint=endpoint).observe(seconds)
+        if reason:
+            m.errors.labels(reason=reason).inc()
+        level = logging.DEBUG if path in _QUIET_PATHS and status < 400 else logging.INFO
+        log.log(
+            level,
+            "%s %s %d",
+            scope.get("method", ""),
+            path,
+            status,
+            extra={"status": status, "duration_ms": round(seconds * 1000, 2), "endpoint": endpoint},
+        )

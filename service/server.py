@@ -1,0 +1,138 @@
+"""``triage serve``: assemble the LitServe application and run it under the supervisor.
+
+Endpoints: ``POST /v1/route`` (``RouteAPI``), ``GET /v1/model``, ``GET /health`` (LitServe's: 200 once every
+worker of every API has loaded and warmed up the model, 503 before), ``GET /metrics``. Another model endpoint is
+one more entry in ``build_apis``; it reuses ``EngineAPI`` (workers, engine, provider report), ``read_upload``
+(request parsing), ``read_photo`` (intake), and gets the request id, API key, limits, timeout and metrics from
+``RequestContextMiddleware`` for free.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from typing import Any
+
+import litserve as ls
+import onnxruntime as ort
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from model.card import CARD_NAME, read_card, sha256_file
+from service.devices import DevicePlan, plan_devices, visible_gpus
+from service.engine import DeviceError, ModelIntegrityError
+from service.engine_api import EngineAPI
+from service.logs import configure_logging
+from service.metrics import live_models, render, use_metrics_dir
+from service.request_context import RequestContextMiddleware
+from service.route_api import RouteAPI
+from service.settings import Settings
+from service.supervisor import serve
+from service.uploads import UploadLimits
+
+log = logging.getLogger(__name__)
+
+MODEL_PATH = "/v1/model"
+HEALTH_PATH = "/health"
+METRICS_PATH = "/metrics"
+
+
+def build_apis(settings: Settings, plan: DevicePlan) -> list[EngineAPI]:
+    """The model endpoints; each gets its own inference workers."""
+    engine = {"engine_device": "cpu" if plan.accelerator == "cpu" else settings.device, "gpus": tuple(visible_gpus())}
+    return [RouteAPI(settings, **engine)]
+
+
+def preflight(settings: Settings) -> tuple[dict[str, Any], DevicePlan]:
+    """Refuse to start, with a clear message, when the model or the requested device cannot possibly work.
+
+    Checks the model file against the sha256 in its card (the workers' engines check again when they load it)
+    and plans the devices; returns the card and the plan.
+    """
+    onnx_path = settings.model_path
+    card = read_card(onnx_path.parent / CARD_NAME)
+    expected = card.get("artifacts", {}).get(onnx_path.name, {}).get("sha256")
+    actual = sha256_file(onnx_path)
+    if actual != expected:
+        raise ModelIntegrityError(
+            f"{onnx_path} has sha256 {actual} but the model card records {expected}; refusing to serve it"
+        )
+    return card, plan_devices(settings.device, ort.get_available_providers(), visible_gpus())
+
+
+def _add_service_routes(app: FastAPI, card: dict[str, Any]) -> None:
+    async def model_info() -> JSONResponse:
+        live = live_models()
+        if not live:
+            raise HTTPException(503, "the inference workers are still loading the model")
+        return JSONResponse({**card, "provider": live[0]["provider"], "device": live[0]["device"], "workers": live})
+
+    async def metrics_text() -> Response:
+        body, content_type = render()
+        return Response(body, media_type=content_type)
+
+    app.add_api_route(MODEL_PATH, model_info, methods=["GET"])
+    app.add_api_route(METRICS_PATH, metrics_text, methods=["GET"])
+
+
+def build_server(settings: Settings, card: dict[str, Any], plan: DevicePlan) -> ls.LitServer:
+    """The LitServer with every endpoint and the request middleware; not started."""
+    apis = build_apis(settings, plan)
+    endpoints = {api.api_path for api in apis} | {MODEL_PATH, HEALTH_PATH, METRICS_PATH}
+    middleware = (
+        RequestContextMiddleware,
+        {
+            "api_key": settings.api_key.get_secret_value() if settings.api_key else None,
+            "max_body_bytes": settings.max_request_bytes,
+            "request_timeout": settings.request_timeout,
+            "endpoints": endpoints,
+        },
+    )
+    server = ls.LitServer(
+        apis,
+        accelerator=plan.accelerator,
+        devices=plan.devices,
+        workers_per_device=settings.workers_per_device,
+        timeout=settings.request_timeout,
+        max_payload_size=settings.max_request_bytes,
+        middlewares=[middleware],
+        healthcheck_path=HEALTH_PATH,
+    )
+    server.app.state.upload_limits = UploadLimits(max_images=settings.max_images, max_bytes=settings.max_bytes)
+    _add_service_routes(server.app, card)
+    return server
+
+
+def main(host: str | None = None, port: int | None = None) -> int:
+    """Run the service until SIGTERM/SIGINT; returns the process exit status (non-zero if it cannot start)."""
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"triage serve: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        card, plan = preflight(settings)
+    except (DeviceError, ModelIntegrityError, OSError, ValueError, KeyError) as exc:
+        log.error("cannot start: %s", exc)
+        print(f"triage serve: cannot start: {exc}", file=sys.stderr)
+        return 2
+    metrics_dir, created = use_metrics_dir()
+    log.info(
+        "starting",
+        extra={
+            "model": str(settings.model_path),
+            "device": settings.device,
+            "accelerator": plan.accelerator,
+            "providers": list(plan.providers),
+            "metrics_dir": str(metrics_dir),
+        },
+    )
+    try:
+        return serve(build_server(settings, card, plan), settings)
+    finally:
+        if created:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,0 +1,59 @@
+"""The service's configuration: one settings class, read from ``TRIAGE_*`` environment variables.
+
+``service.server.main`` builds it once and passes it to everything that needs it (the HTTP layer, the inference
+workers, the intake limits), so there is a single place that says what a deployment is configured to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.intake import IntakeLimits
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of ``triage serve``; each field is read from ``TRIAGE_<FIELD>`` (e.g. ``TRIAGE_API_KEY``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore", frozen=True)
+
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    api_key: SecretStr | None = Field(None, description="when set, every /v1/* request must present it")
+    max_bytes: int = Field(20 * MIB, ge=1, description="largest accepted photo file, in bytes")
+    max_pixels: int = Field(50_000_000, ge=1, description="largest accepted photo, in decoded pixels")
+    max_images: int = Field(10, ge=1, description="most photos in one ticket")
+    max_batch_size: int = Field(8, ge=1, description="most requests one inference worker batches together")
+    batch_timeout: float = Field(0.01, ge=0, description="seconds a worker waits for a batch to fill")
+    workers_per_device: int = Field(1, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model_path: Path = Path("artifacts/triage.onnx")
+    request_timeout: float = Field(30.0, gt=0, description="seconds before a request is answered with 504")
+    ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per worker; 0 lets it choose")
+    drain_timeout: float = Field(6.0, gt=0, le=8.5, description="seconds in-flight requests get after SIGTERM")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> Settings:
+        if self.batch_timeout >= self.request_timeout:
+            raise ValueError(f"batch_timeout ({self.batch_timeout}) must be below request_timeout")
+        return self
+
+    @property
+    def intake_limits(self) -> IntakeLimits:
+        return IntakeLimits(max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest HTTP body: every photo at its limit, base64-inflated, plus room for the envelope."""
+        return self.max_images * (self.max_bytes * 4 // 3 + 4) + MIB

@@ -1,0 +1,144 @@
+"""Reading a ticket's photos from an HTTP request: multipart ``file`` parts or JSON ``{"images": [base64, ...]}``.
+
+This runs in the HTTP server process as a FastAPI dependency, before anything is queued for a worker, and turns
+every malformed *request* into a clean 4xx (``{"detail": ...}``): 400 for a body that is not what the contract
+describes, 413 for too many photos, 415 for an unsupported content type. A bad *photo* is not a bad request: it
+becomes that photo's own error (e.g. invalid base64 is 422, an oversized file 413) and travels with the others,
+so the rest of the ticket is still routed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from service.intake import IntakeError
+
+_DATA_URI = re.compile(r"^data:[\w.+/-]*;base64,", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_images: int = 10
+    max_bytes: int = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadedPhoto:
+    """One photo as received: its bytes, or the error that already rules it out."""
+
+    name: str | None
+    data: bytes = b""
+    error: IntakeError | None = None
+
+
+@dataclass(frozen=True)
+class TicketUpload:
+    """A ticket's photos in upload order, with the request id and the time the HTTP server had read them."""
+
+    request_id: str
+    received_at: float
+    photos: tuple[UploadedPhoto, ...]
+
+
+class RouteJSON(BaseModel):
+    """The JSON form of a ticket: base64-encoded image files (a ``data:`` URI prefix is accepted)."""
+
+    images: list[str]
+
+
+def reject(request: Request, status: int, reason: str, message: str) -> HTTPException:
+    """An ``HTTPException`` for a rejected request, with its reason noted for the error metric."""
+    request.state.error_reason = reason
+    return HTTPException(status_code=status, detail=message)
+
+
+def _limits(request: Request) -> UploadLimits:
+    return getattr(request.app.state, "upload_limits", UploadLimits())
+
+
+def _check_count(request: Request, count: int, limits: UploadLimits, what: str) -> None:
+    if count == 0:
+        raise reject(request, 400, "malformed_request", f"the request holds no photos; send {what}")
+    if count > limits.max_images:
+        raise reject(
+            request, 413, "too_many_images", f"{count} photos in one request; the limit is {limits.max_images}"
+        )
+
+
+def _too_large(size: int, limits: UploadLimits) -> IntakeError:
+    return IntakeError(413, f"file is {size} bytes; the limit is {limits.max_bytes}", "too_large")
+
+
+async def _read_multipart(request: Request, limits: UploadLimits) -> list[UploadedPhoto]:
+    photos: list[UploadedPhoto] = []
+    async with request.form(max_files=limits.max_images + 100, max_fields=limits.max_images + 100) as form:
+        parts = form.getlist("file")
+        _check_count(request, len(parts), limits, "one or more multipart 'file' parts")
+        for part in parts:
+            if not isinstance(part, UploadFile):
+                photos.append(UploadedPhoto(None, part.encode("utf-8")))
+            elif part.size is not None and part.size > limits.max_bytes:
+                photos.append(UploadedPhoto(part.filename, error=_too_large(part.size, limits)))
+            else:
+                photos.append(UploadedPhoto(part.filename, await part.read()))
+    return photos
+
+
+def _decode_base64(text: str, limits: UploadLimits) -> UploadedPhoto:
+    compact = "".join(_DATA_URI.sub("", text.strip(), count=1).split())
+    if len(compact) // 4 * 3 > limits.max_bytes + 2:
+        return UploadedPhoto(None, error=_too_large(len(compact) // 4 * 3, limits))
+    try:
+        return UploadedPhoto(None, base64.b64decode(compact, validate=True))
+    except binascii.Error as exc:
+        return UploadedPhoto(None, error=IntakeError(422, f"image is not valid base64: {exc}", "bad_base64"))
+
+
+async def _read_json(request: Request, limits: UploadLimits) -> list[UploadedPhoto]:
+    body = await request.body()
+    try:
+        parsed = RouteJSON.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            message = f"malformed JSON: {first['msg']}"
+        else:
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            message = f'expected {{"images": ["<base64>", ...]}}; {where}: {first["msg"]}'
+        raise reject(request, 400, "malformed_request", message) from exc
+    _check_count(request, len(parsed.images), limits, 'a non-empty "images" list')
+    return [_decode_base64(text, limits) for text in parsed.images]
+
+
+async def read_upload(request: Request) -> TicketUpload:
+    """FastAPI dependency: the ticket's photos, or an ``HTTPException`` for a malformed request."""
+    limits = _limits(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type == "multipart/form-data":
+            photos = await _read_multipart(request, limits)
+        elif content_type in ("", "application/json") or content_type.endswith("+json"):
+            photos = await _read_json(request, limits)
+        else:
+            raise reject(
+                request,
+                415,
+                "unsupported_media_type",
+                f"content type {content_type!r} is not accepted; send multipart/form-data 'file' parts "
+                'or application/json {"images": ["<base64>", ...]}',
+            )
+    except HTTPException as exc:
+        # Raised while reading the body (size limit, broken multipart framing) by the framework itself.
+        if getattr(request.state, "error_reason", None) is None:
+            request.state.error_reason = "payload_too_large" if exc.status_code == 413 else "malformed_request"
+        raise
+    request_id = getattr(request.state, "request_id", None) or ""
+    return TicketUpload(request_id, time.time(), tuple(photos))
