@@ -67,7 +67,7 @@ def _add_service_routes(app: FastAPI, card: dict[str, Any]) -> None:
         live = live_models()
         if not live:
             raise HTTPException(503, "the inference workers are still loading the model")
-        return JSONResponse({**card, "provider": live[0]["provider"], "device": live[0]["device"], "workers": live})
+        return JSONResponse({**card, "provider": live[0]["provider"], "device": live[0]["device"], "serving": live})
 
     async def metrics_text() -> Response:
         body, content_type = render()

@@ -71,16 +71,18 @@ def _watch(
 def _stop(
     server: ls.LitServer, workers: Sequence[mp.Process], http: Sequence[mp.Process], drain_timeout: float
 ) -> None:
+    started = time.monotonic()
     for proc in http:
         if proc.is_alive():
             proc.terminate()
-    deadline = time.monotonic() + drain_timeout + 0.5
+    deadline = started + drain_timeout + 0.5
     for proc in http:
         proc.join(max(0.0, deadline - time.monotonic()))
         if proc.is_alive():
             log.warning("HTTP server %s did not stop in time; killing it", proc.pid)
             proc.kill()
             proc.join()
+    drained = time.monotonic()
     for api in server.litapi_connector:
         queue = server.litapi_request_queues[api.api_path]
         for _ in server._inference_workers_config_for_api(api.api_path):
@@ -92,6 +94,11 @@ def _stop(
             log.warning("inference worker %s did not stop in time; killing it", proc.pid)
             proc.kill()
             proc.join()
+    log.info(
+        "HTTP servers drained in %.2f s, inference workers stopped in %.2f s",
+        drained - started,
+        time.monotonic() - drained,
+    )
 
 
 def serve(server: ls.LitServer, settings: Settings) -> int:
@@ -121,13 +128,17 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
                 settings.port, n_workers, settings.log_level, sockets, "process", log_config=None, access_log=False
             ).values()
         )
+        # Only the HTTP processes may hold the listening socket: once they close it on SIGTERM, new connections
+        # are refused instead of queueing on a socket nobody accepts from.
+        for sock in sockets:
+            sock.close()
         log.info("listening on %s:%d", settings.host, settings.port, extra={"http_processes": len(http)})
         return _watch(server, workers, http, stop)
     finally:
         _stop(server, workers, http, settings.drain_timeout)
         manager.shutdown()
         for sock in sockets:
-            sock.close()
+            sock.close()  # already closed unless starting the HTTP processes failed
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("stopped")

@@ -256,7 +256,7 @@ def test_model_endpoint(client: TestClient, random_model_dir: Path) -> None:
     assert body["name"] == "random-test-model" and body["classes"] == list(CLASSES)
     assert {"preprocessing", "calibration", "artifacts"} <= set(body)
     assert body["provider"] == "CPUExecutionProvider" and body["device"] == "cpu"
-    assert body["workers"][0]["sha256"] == body["artifacts"]["triage.onnx"]["sha256"]
+    assert body["serving"][0]["sha256"] == body["artifacts"]["triage.onnx"]["sha256"]
 
 
 def test_metrics_after_traffic(client: TestClient, photos: dict[str, bytes]) -> None:

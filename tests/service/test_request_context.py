@@ -1,0 +1,95 @@
+"""The request middleware on a tiny app (auth, request id, body limit, deadline), and the API-key helpers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from service.auth import key_matches, presented_key
+from service.request_context import RequestContextMiddleware
+
+KEY = "k-123"
+
+
+@pytest.fixture(scope="module")
+def client(metrics_dir: Path) -> TestClient:
+    app = FastAPI()
+
+    @app.get("/v1/slow")
+    async def slow() -> dict[str, str]:
+        await asyncio.sleep(3)
+        return {"ok": "late"}
+
+    @app.post("/v1/echo")
+    async def echo() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"ok": "healthy"}
+
+    app.add_middleware(
+        RequestContextMiddleware,
+        api_key=KEY,
+        max_body_bytes=1000,
+        request_timeout=0.3,
+        endpoints={"/v1/slow", "/v1/echo", "/health"},
+    )
+    return TestClient(app)
+
+
+def test_protected_paths_need_the_key(client: TestClient) -> None:
+    assert client.post("/v1/echo").status_code == 401
+    assert client.post("/v1/echo", headers={"X-API-Key": "k-12"}).status_code == 401
+    assert client.post("/v1/echo", headers={"Authorization": "Basic k-123"}).status_code == 401
+    assert client.post("/v1/echo", headers={"X-API-Key": KEY}).status_code == 200
+    assert client.post("/v1/echo", headers={"Authorization": f"bearer {KEY}"}).status_code == 200
+    response = client.post("/v1/echo")
+    assert response.headers["www-authenticate"] == "Bearer" and response.json()["detail"]
+
+
+def test_health_needs_no_key(client: TestClient) -> None:
+    assert client.get("/health").status_code == 200
+
+
+def test_a_slow_request_is_answered_504_at_the_deadline(client: TestClient) -> None:
+    response = client.get("/v1/slow", headers={"X-API-Key": KEY, "X-Request-ID": "slow-1"})
+    assert response.status_code == 504 and "0.3" in response.json()["detail"]
+    assert response.headers["x-request-id"] == "slow-1"
+
+
+def test_declared_oversize_body_is_413_before_reading(client: TestClient) -> None:
+    response = client.post("/v1/echo", content=b"x" * 1001, headers={"X-API-Key": KEY})
+    assert response.status_code == 413
+    assert client.post("/v1/echo", content=b"x" * 1000, headers={"X-API-Key": KEY}).status_code == 200
+
+
+def test_unauthenticated_oversize_body_is_401_first(client: TestClient) -> None:
+    assert client.post("/v1/echo", content=b"x" * 5000).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-api-key": " abc "}, "abc"),
+        ({"authorization": "Bearer abc"}, "abc"),
+        ({"authorization": "BEARER  abc "}, "abc"),
+        ({"authorization": "Basic abc"}, None),
+        ({"authorization": "Bearer "}, None),
+        ({}, None),
+    ],
+)
+def test_presented_key(headers: dict[str, str], expected: str | None) -> None:
+    assert presented_key(headers) == expected
+
+
+def test_key_matches() -> None:
+    assert key_matches("abc", "abc")
+    assert not key_matches("abd", "abc")
+    assert not key_matches("", "abc")
+    assert not key_matches(None, "abc")
+    assert key_matches("ключ", "ключ")

@@ -1,0 +1,294 @@
+"""End to end against real ``triage serve`` processes on loopback: routing every kind of photo, the stdlib client
+and ``triage predict --url``, metrics summed over processes, start-up refusals, and SIGTERM with requests in flight
+leaving no process behind."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.config import CLASSES, NEEDS_REVIEW
+from service.client import route_remote
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "e2e-key"
+ROUTES = {*CLASSES, NEEDS_REVIEW}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(model: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(
+        TRIAGE_MODEL_PATH=str(model),
+        TRIAGE_HOST="127.0.0.1",
+        TRIAGE_PORT=str(port),
+        TRIAGE_ORT_THREADS="1",
+        PYTHONPATH=str(ROOT),
+        **extra,
+    )
+    return env
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def start(model: Path, log: Path, **extra: str) -> Served:
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve"],
+            cwd=ROOT,
+            env=server_env(model, port, **extra),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    served = Served(proc, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, f"triage serve exited with {proc.returncode}:\n{served.output()}"
+        assert time.monotonic() < deadline, f"triage serve never became healthy:\n{served.output()}"
+        try:
+            if httpx.get(served.url + "/health", timeout=2).status_code == 200:
+                return served
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+def live_group_members(pgid: int) -> list[str]:
+    """Processes (not zombies) in the process group, as ``pid state command``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = text.rpartition(")")[2].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(f"{stat.parent.name} {fields[0]} {command[:120]}")
+    return members
+
+
+def stop(served: Served) -> None:
+    if served.proc.poll() is None:
+        os.kill(served.proc.pid, signal.SIGTERM)
+        try:
+            served.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(served.proc.pid, signal.SIGKILL)
+            served.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(random_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Two inference workers and two HTTP processes, with an API key."""
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    served = start(
+        random_model_dir / "triage.onnx",
+        log,
+        TRIAGE_API_KEY=KEY,
+        TRIAGE_WORKERS_PER_DEVICE="2",
+        TRIAGE_BATCH_TIMEOUT="0.02",
+    )
+    yield served
+    stop(served)
+
+
+def test_routes_every_kind_of_photo(server: Served, photos: dict[str, bytes]) -> None:
+    files = [(f"{name}.bin", data) for name, data in photos.items()]
+    if importlib.util.find_spec("model.synth") is not None:
+        from model.synth import render_photo
+
+        files += [(f"synth-{label}.jpg", render_photo(seed, label).encode()) for seed, label in enumerate(CLASSES)]
+    for start_at in range(0, len(files), 10):
+        chunk = files[start_at : start_at + 10]
+        response = httpx.post(
+            server.url + "/v1/route",
+            files=[("file", item) for item in chunk],
+            headers={"X-API-Key": KEY},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["route"] in ROUTES and body["device"] == "cpu"
+        assert [image["file"] for image in body["images"]] == [name for name, _ in chunk]
+        for image in body["images"]:
+            assert image["route"] in ROUTES, image
+            assert abs(sum(image["probabilities"].values()) - 1) < 1e-9
+
+
+def test_health_is_open_and_routes_need_the_key(server: Served, photos: dict[str, bytes]) -> None:
+    assert httpx.get(server.url + "/health").status_code == 200
+    response = httpx.post(server.url + "/v1/route", files=[("file", ("a.jpg", photos["jpeg"]))])
+    assert response.status_code == 401
+
+
+def test_model_endpoint_reports_the_live_provider(server: Served) -> None:
+    body = httpx.get(server.url + "/v1/model", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert body["provider"] == "CPUExecutionProvider" and body["device"] == "cpu"
+    assert body["name"] == "random-test-model"
+
+
+def test_client_routes_files_in_chunks(server: Served, photos: dict[str, bytes], tmp_path: Path) -> None:
+    names = ["jpeg", "png", "webp", "heic", "cmyk_jpeg", "png16", "rgba_png", "exif_rotated_jpeg", "gray_jpeg"] * 2
+    paths = []
+    for i, name in enumerate(names):
+        path = tmp_path / f"{i:02d}-{name}"
+        path.write_bytes(photos[name])
+        paths.append(path)
+    (tmp_path / "notes.txt").write_text("not a photo")
+    paths[3:3] = [tmp_path / "notes.txt", tmp_path / "missing.jpg"]
+    results = route_remote(paths, server.url, api_key=KEY)
+    assert [r["file"] for r in results] == [str(p) for p in paths]
+    assert results[3]["error"]["status"] == 415 and results[4]["error"]["status"] == 404
+    for result in results[:3] + results[5:]:
+        assert set(result) == {"file", "route", "confidence", "probabilities"} and result["route"] in ROUTES
+    refused = route_remote(paths[:1], server.url, api_key="wrong")
+    assert refused[0]["error"]["status"] == 401
+
+
+def test_predict_cli_through_the_service(server: Served, photos: dict[str, bytes], tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.webp", tmp_path / "bad.jpg"
+    good.write_bytes(photos["webp"])
+    bad.write_bytes(b"\xff\xd8\xff not really")
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "predict", str(good), str(bad), "--json", "--url", server.url],
+        cwd=ROOT,
+        env={**server_env(Path("unused"), 0), "TRIAGE_API_KEY": KEY},
+        capture_output=True,
+        timeout=60,
+    )
+    lines = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert done.returncode == 1, done.stderr.decode()
+    assert lines[0]["file"] == str(good) and lines[0]["route"] in ROUTES
+    assert lines[1] == {"file": str(bad), "error": lines[1]["error"]} and lines[1]["error"]["status"] == 422
+
+
+def _samples(text: str) -> dict[str, float]:
+    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1] not in ("#", ""))}
+
+
+def test_metrics_are_summed_over_processes(server: Served, photos: dict[str, bytes]) -> None:
+    key = 'triage_http_requests_total{endpoint="/v1/route",status="200"}'
+    before = _samples(httpx.get(server.url + "/metrics").text).get(key, 0.0)
+    with httpx.Client(headers={"X-API-Key": KEY}, timeout=60) as client:
+
+        def send(i: int) -> int:
+            files = [("file", ("a.jpg", photos["jpeg"])), ("file", ("b.txt", b"text"))]
+            return client.post(server.url + "/v1/route", files=files).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(send, range(16))) == [200] * 16
+    samples = _samples(httpx.get(server.url + "/metrics").text)
+    assert samples[key] - before == 16
+    assert samples['triage_errors_total{reason="unsupported_type"}'] >= 16
+    assert samples["triage_batch_requests_sum"] >= 16
+    assert any(k.startswith("triage_model{") and 'provider="CPUExecutionProvider"' in k for k in samples)
+
+
+def test_tampered_model_refuses_to_start(random_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(random_model_dir, model_dir)
+    onnx = model_dir / "triage.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[-100] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"],
+        cwd=ROOT,
+        env=server_env(onnx, free_port()),
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "sha256" in done.stderr.decode() and "refusing to serve" in done.stderr.decode()
+
+
+def test_cuda_without_a_gpu_refuses_to_start(random_model_dir: Path) -> None:
+    env = server_env(random_model_dir / "triage.onnx", free_port(), TRIAGE_DEVICE="cuda", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, capture_output=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "device=cuda" in done.stderr.decode()
+
+
+def _big_png() -> bytes:
+    y, x = np.mgrid[0:2000, 0:3000].astype(np.float32)
+    rgb = np.stack([x / 3000 * 255, y / 2000 * 255, (x + y) / 5000 * 255], axis=-1).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("target", ["main process", "process group"])
+def test_sigterm_answers_requests_in_flight_and_leaves_no_process(
+    random_model_dir: Path, tmp_path: Path, target: str
+) -> None:
+    served = start(random_model_dir / "triage.onnx", tmp_path / "serve.log", TRIAGE_DRAIN_TIMEOUT="7")
+    pgid = served.proc.pid
+    assert len(live_group_members(pgid)) >= 4, live_group_members(pgid)  # main, queue manager, worker, HTTP server
+    photo = _big_png()
+
+    def send(i: int) -> Any:
+        files = [("file", (f"{i}-{k}.png", photo)) for k in range(10)]
+        try:
+            return httpx.post(served.url + "/v1/route", files=files, timeout=30).status_code
+        except httpx.TransportError as exc:
+            return repr(exc)
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(send, i) for i in range(4)]
+            time.sleep(0.5)
+            assert not all(f.done() for f in futures), "the requests finished before SIGTERM; make them heavier"
+            signalled = time.monotonic()
+            if target == "main process":
+                os.kill(served.proc.pid, signal.SIGTERM)
+            else:
+                os.killpg(pgid, signal.SIGTERM)
+            statuses = [f.result() for f in futures]
+        assert statuses == [200] * 4, served.output()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(served.url + "/health", timeout=2)
+        assert served.proc.wait(timeout=10) == 0, served.output()
+        while live_group_members(pgid) and time.monotonic() - signalled < 10:
+            time.sleep(0.1)
+        assert live_group_members(pgid) == [], served.output()
+        assert time.monotonic() - signalled < 10
+    finally:
+        if served.proc.poll() is None:
+            os.killpg(pgid, signal.SIGKILL)
+            served.proc.wait()
