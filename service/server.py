@@ -10,6 +10,7 @@ one more entry in ``build_apis``; it reuses ``EngineAPI`` (workers, engine, prov
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from typing import Any
@@ -25,7 +26,7 @@ from service.devices import DevicePlan, plan_devices, visible_gpus
 from service.engine import DeviceError, ModelIntegrityError
 from service.engine_api import EngineAPI
 from service.logs import configure_logging
-from service.metrics import live_models, render, use_metrics_dir
+from service.metrics import MULTIPROC_ENV, live_models, render, use_metrics_dir
 from service.request_context import RequestContextMiddleware
 from service.route_api import RouteAPI
 from service.settings import Settings
@@ -78,7 +79,12 @@ def _add_service_routes(app: FastAPI, card: dict[str, Any]) -> None:
 
 
 def build_server(settings: Settings, card: dict[str, Any], plan: DevicePlan) -> ls.LitServer:
-    """The LitServer with every endpoint and the request middleware; not started."""
+    """The LitServer with every endpoint and the request middleware; not started.
+
+    Metrics must already be set up in this process (``service.metrics.use_metrics_dir``).
+    """
+    if not os.environ.get(MULTIPROC_ENV):
+        raise RuntimeError(f"set up metrics first (service.metrics.use_metrics_dir); {MULTIPROC_ENV} is not set")
     apis = build_apis(settings, plan)
     endpoints = {api.api_path for api in apis} | {MODEL_PATH, HEALTH_PATH, METRICS_PATH}
     middleware = (

@@ -292,3 +292,23 @@ def test_sigterm_answers_requests_in_flight_and_leaves_no_process(
         if served.proc.poll() is None:
             os.killpg(pgid, signal.SIGKILL)
             served.proc.wait()
+
+
+def test_a_dead_inference_worker_stops_the_service(random_model_dir: Path, tmp_path: Path) -> None:
+    """Fail fast and loudly (exit status 1) rather than keep answering /health with a worker gone."""
+    served = start(random_model_dir / "triage.onnx", tmp_path / "serve.log")
+    pgid = served.proc.pid
+    try:
+        workers = [m for m in live_group_members(pgid) if "spawn_main" in m]
+        assert len(workers) == 1, live_group_members(pgid)
+        os.kill(int(workers[0].split()[0]), signal.SIGKILL)
+        assert served.proc.wait(timeout=15) == 1, served.output()
+        deadline = time.monotonic() + 10
+        while live_group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert live_group_members(pgid) == []
+        assert "exited with" in served.output()
+    finally:
+        if served.proc.poll() is None:
+            os.killpg(pgid, signal.SIGKILL)
+            served.proc.wait()
