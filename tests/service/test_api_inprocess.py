@@ -263,6 +263,7 @@ def test_model_endpoint(client: TestClient, random_model_dir: Path) -> None:
 
 def test_metrics_after_traffic(client: TestClient, photos: dict[str, bytes]) -> None:
     assert post(client, ("a.jpg", photos["jpeg"]), ("x.txt", b"text")).status_code == 200
+    assert post(client, ("a.jpg", photos["jpeg"]), key=None).status_code == 401
     client.get("/no/such/path")
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
