@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import signal
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -47,7 +48,11 @@ def _watch(
     started = time.monotonic()
     ready = False
     while not stop.wait(_POLL_S):
-        statuses = dict(server.workers_setup_status)
+        try:
+            statuses = dict(server.workers_setup_status)
+        except (EOFError, OSError) as exc:
+            log.error("lost the queue manager (%s); stopping", exc)
+            return 1
         if WorkerSetupStatus.ERROR in statuses.values():
             log.error("an inference worker could not load the model (see its error above); stopping")
             return 1
@@ -83,10 +88,13 @@ def _stop(
             proc.kill()
             proc.join()
     drained = time.monotonic()
-    for api in server.litapi_connector:
-        queue = server.litapi_request_queues[api.api_path]
-        for _ in server._inference_workers_config_for_api(api.api_path):
-            queue.put(STOP_WORKER)
+    try:
+        for api in server.litapi_connector:
+            queue = server.litapi_request_queues[api.api_path]
+            for _ in server._inference_workers_config_for_api(api.api_path):
+                queue.put(STOP_WORKER)
+    except (EOFError, OSError) as exc:
+        log.error("cannot ask the inference workers to stop (%s); killing them", exc)
     deadline = time.monotonic() + _WORKER_EXIT_S
     for proc in workers:
         proc.join(max(0.0, deadline - time.monotonic()))
@@ -109,17 +117,19 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    config = uvicorn.Config(server.app, host=settings.host, port=settings.port, log_config=None)
-    sockets = [config.bind_socket()]
     for api in server.litapi_connector:
         if isinstance(api, EngineAPI):
             api.supervised = True
     server.uvicorn_graceful_timeout = settings.drain_timeout
+    sockets: list[socket.socket] = []
     workers: list[mp.Process] = []
     http: list[mp.Process] = []
-    n_workers = sum(len(server._inference_workers_config_for_api(api.api_path)) for api in server.litapi_connector)
-    manager = server._init_manager(n_workers)
+    manager = None
     try:
+        config = uvicorn.Config(server.app, host=settings.host, port=settings.port, log_config=None)
+        sockets.append(config.bind_socket())
+        n_workers = sum(len(server._inference_workers_config_for_api(a.api_path)) for a in server.litapi_connector)
+        manager = server._init_manager(n_workers)
         for api in server.litapi_connector:
             workers.extend(server.launch_inference_worker(api))
         server.inference_workers = workers
@@ -135,8 +145,9 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         log.info("listening on %s:%d", settings.host, settings.port, extra={"http_processes": len(http)})
         return _watch(server, workers, http, stop)
     finally:
-        _stop(server, workers, http, settings.drain_timeout)
-        manager.shutdown()
+        if manager is not None:
+            _stop(server, workers, http, settings.drain_timeout)
+            manager.shutdown()
         for sock in sockets:
             sock.close()  # already closed unless starting the HTTP processes failed
         for sig, handler in previous.items():
