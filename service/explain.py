@@ -1,0 +1,244 @@
+"""One photo's explanation from the outputs the served ONNX model computed for it.
+
+Per stage (``stageN``, an ONNX output of shape ``(1, C, H, W)``): the top-K channels by peak activation with
+their statistics, the map's argmax cell and the receptive-field box of that cell in uploaded-photo pixels
+(``[x0, y0, x1, y1]``, upright after EXIF orientation, letterbox and resize undone, rounded outward and clipped;
+``model.receptive_field`` is the reference), the box of every row and column of cells (so any cell's box is
+``[xs[x][0], ys[y][0], xs[x][1], ys[y][1]]``), and each channel as a colour-mapped PNG or as an array.
+
+The class-activation map is exact for this network: the logits are ``W @ mean_hw(A) + b`` with ``A`` the last
+stage's map ``(C, H, W)``, so ``cam = W[k] . A`` (``(H, W)``) has ``mean(cam) + b[k] == logit[k]``. ``W`` and ``b``
+are the ONNX file's initializers. The map is overlaid on the photo and its peak cell's box is given.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from model.preprocess import Letterbox, Prepared
+from model.receptive_field import Field, UnclippedBox, stage_fields
+from service import explain_images as img
+from service.erf import ErfEngine, numpy_net, summarize
+from service.explain_options import ExplainOptions
+from service.onnx_weights import OnnxGraph, head_weights, read_onnx, stage_convs
+from service.routing import Decision
+
+LOGITS = "logits"
+
+
+@dataclass(frozen=True)
+class CellBoxes:
+    """Photo-pixel extents of every column ``x (W, 2)`` and row ``y (H, 2)`` of cells: clipped (int) and not."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_unclipped: np.ndarray
+    y_unclipped: np.ndarray
+
+    def box(self, y: int, x: int) -> list[int]:
+        """Cell ``(y, x)``'s clipped box ``[x0, y0, x1, y1]``."""
+        return [int(self.x[x, 0]), int(self.y[y, 0]), int(self.x[x, 1]), int(self.y[y, 1])]
+
+    def box_unclipped(self, y: int, x: int) -> list[float]:
+        return [
+            float(self.x_unclipped[x, 0]),
+            float(self.y_unclipped[y, 0]),
+            float(self.x_unclipped[x, 1]),
+            float(self.y_unclipped[y, 1]),
+        ]
+
+
+def _axis(field: Field, count: int, pad: int, photo_side: int, new_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clipped ``int (count, 2)`` and unclipped ``float (count, 2)`` photo extents of one axis's cells."""
+    edges = field.first_edge + np.arange(count, dtype=np.float64) * field.jump
+    unclipped = (np.stack([edges, edges + field.size], axis=1) - pad) * photo_side / new_side
+    lo = np.clip(np.floor(unclipped[:, 0]), 0, photo_side)
+    hi = np.clip(np.ceil(unclipped[:, 1]), 0, photo_side)
+    return np.stack([lo, hi], axis=1).astype(np.int64), unclipped
+
+
+def cell_boxes(field: Field, geo: Letterbox) -> CellBoxes:
+    """Every cell's receptive field in the upright photo, as ``cell_field_in_photo`` computes it, vectorised."""
+    h, w = field.out_size
+    x, xu = _axis(field, w, geo.pad_x, geo.photo_width, geo.new_width)
+    y, yu = _axis(field, h, geo.pad_y, geo.photo_height, geo.new_height)
+    return CellBoxes(x, y, xu, yu)
+
+
+def _round(values: np.ndarray, digits: int = 5) -> list[Any]:
+    return np.round(values.astype(np.float64), digits).tolist()
+
+
+class Explainer:
+    """Everything about the model an explanation needs, read once from the ONNX file."""
+
+    def __init__(self, graph: OnnxGraph) -> None:
+        self.config = graph.network_config()
+        self.stages = tuple(name for name in graph.outputs if name != LOGITS)
+        if self.stages != self.config.stage_names:
+            raise ValueError(f"ONNX outputs {self.stages} do not match the network's stages {self.config.stage_names}")
+        self.classes = tuple(json.loads(graph.metadata.get("classes", "[]"))) or self.config.preprocessing.classes
+        self.fields = stage_fields(self.config)
+        self.head_w, self.head_b, self.cam_stage = head_weights(graph, LOGITS)
+        self._convs = stage_convs(graph, self.stages)
+        self._erf: ErfEngine | None = None
+
+    @classmethod
+    def from_onnx(cls, path: Path) -> Explainer:
+        return cls(read_onnx(path))
+
+    @property
+    def erf_engine(self) -> ErfEngine:
+        if self._erf is None:
+            self._erf = ErfEngine(numpy_net(self.config, self._convs, (self.head_w, self.head_b)))
+        return self._erf
+
+    def explain(
+        self, prepared: Prepared, outputs: dict[str, np.ndarray], decision: Decision, options: ExplainOptions
+    ) -> dict[str, Any]:
+        """The explanation of one photo; ``outputs`` holds ``logits (K,)`` and each stage ``(C, H, W)``."""
+        layers = options.resolved_layers(self.stages)
+        geo = prepared.geometry
+        photo = prepared.photo
+        display = img.display_size(photo.width, photo.height)
+        trace = self.erf_engine.trace(prepared.tensor) if options.erf else None
+        entries = []
+        for name in layers:
+            entry, argmax = self._layer(name, outputs[name], geo, options)
+            if trace is not None:
+                entry["erf"] = self._erf_entry(trace, name, argmax, prepared, display)
+            entries.append(entry)
+        result: dict[str, Any] = {
+            **decision.to_dict(),
+            "photo": {
+                "width": photo.width,
+                "height": photo.height,
+                "orientation": photo.orientation,
+                "format": photo.format,
+            },
+            "letterbox": {
+                "size": geo.size,
+                "new_width": geo.new_width,
+                "new_height": geo.new_height,
+                "pad_x": geo.pad_x,
+                "pad_y": geo.pad_y,
+            },
+            "display": {"width": display[0], "height": display[1]},
+            "layers": entries,
+            "cam": self._cam(outputs, geo, photo.image, display, options),
+        }
+        if trace is not None:
+            result["erf_check"] = {"numpy_onnx_max_abs_diff": ErfEngine.max_difference(trace, outputs_of(outputs))}
+        return result
+
+    def _layer(
+        self, name: str, maps: np.ndarray, geo: Letterbox, options: ExplainOptions
+    ) -> tuple[dict[str, Any], tuple[int, int, int]]:
+        c, h, w = maps.shape
+        field = self.fields[name]
+        boxes = cell_boxes(field, geo)
+        flat = maps.reshape(c, h * w)
+        peaks, means, active = flat.max(axis=1), flat.mean(axis=1), (flat > 0).mean(axis=1)
+        order = np.argsort(-peaks, kind="stable")[: options.channels]
+        channels = []
+        for k in order.tolist():
+            y, x = divmod(int(flat[k].argmax()), w)
+            entry: dict[str, Any] = {
+                "index": k,
+                "max": float(peaks[k]),
+                "mean": float(means[k]),
+                "fraction_active": float(active[k]),
+                "argmax": [y, x],
+                "box": boxes.box(y, x),
+            }
+            if options.format == "png":
+                entry["png"] = img.png_base64(img.feature_map_image(maps[k]))
+            else:
+                entry["values"] = _round(maps[k])
+            channels.append(entry)
+        top = int(order[0])
+        y, x = divmod(int(flat[top].argmax()), w)
+        entry = {
+            "name": name,
+            "shape": [c, h, w],
+            "receptive_field": {
+                "size": field.size,
+                "jump": field.jump,
+                "start": field.start,
+                "first_edge": field.first_edge,
+            },
+            "argmax": {
+                "channel": top,
+                "cell": [y, x],
+                "value": float(peaks[top]),
+                "box": boxes.box(y, x),
+                "box_unclipped": boxes.box_unclipped(y, x),
+            },
+            "cell_boxes": {"x": boxes.x.tolist(), "y": boxes.y.tolist()},
+            "upscale": img.upscale_factor(h, w),
+            "channels": channels,
+        }
+        return entry, (top, y, x)
+
+    def _cam(
+        self,
+        outputs: dict[str, np.ndarray],
+        geo: Letterbox,
+        photo: Image.Image,
+        display: tuple[int, int],
+        options: ExplainOptions,
+    ) -> dict[str, Any]:
+        k = int(np.argmax(outputs[LOGITS]))
+        maps = outputs[self.cam_stage].astype(np.float64)
+        cam = np.einsum("c,chw->hw", self.head_w[k].astype(np.float64), maps)  # no BLAS: see grid_to_photo
+        field = self.fields[self.cam_stage]
+        boxes = cell_boxes(field, geo)
+        y, x = divmod(int(cam.argmax()), cam.shape[1])
+        heat = img.grid_to_photo(img.scaled(cam), field.start, field.jump, geo, display)
+        result: dict[str, Any] = {
+            "class": self.classes[k],
+            "layer": self.cam_stage,
+            "shape": list(cam.shape),
+            "values": _round(cam),
+            "peak": {
+                "cell": [y, x],
+                "value": float(cam[y, x]),
+                "box": boxes.box(y, x),
+                "box_unclipped": boxes.box_unclipped(y, x),
+            },
+            "logit": float(outputs[LOGITS][k]),
+            "mean_plus_bias": float(cam.mean() + self.head_b[k]),
+        }
+        if options.format == "png":
+            result["overlay_png"] = img.png_base64(img.overlay(photo, heat))
+        return result
+
+    def _erf_entry(
+        self, trace: Any, name: str, argmax: tuple[int, int, int], prepared: Prepared, display: tuple[int, int]
+    ) -> dict[str, Any]:
+        channel, y, x = argmax
+        field = self.fields[name]
+        x0, y0 = field.first_edge + x * field.jump, field.first_edge + y * field.jump
+        box = UnclippedBox(x0, y0, x0 + field.size, y0 + field.size)
+        summary = summarize(self.erf_engine.cell_gradient(trace, name, y, x, channel), box)
+        heat = img.scaled(img.input_to_photo(summary.gradient, prepared.geometry, display))
+        return {
+            "cell": [y, x],
+            "channel": channel,
+            "mass_in_box": summary.in_box,
+            "mass_in_centre_quarter": summary.in_centre,
+            "radius90": summary.radius90,
+            "box_half_side": field.size / 2,
+            "overlay_png": img.png_base64(img.overlay(prepared.photo.image, heat, opacity=0.85)),
+        }
+
+
+def outputs_of(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The stage maps of ``outputs`` (everything but the logits)."""
+    return {name: value for name, value in outputs.items() if name != LOGITS}

@@ -1,0 +1,80 @@
+"""What an explanation request asks for (``layers=``, ``channels=``, ``format=``, ``erf=``), validated.
+
+Parsed in the HTTP server before anything is queued, so a bad option is a 400 naming what is allowed and never
+reaches an inference worker; the worker checks the layer names again against the model it actually loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+FORMATS = ("png", "json")
+DEFAULT_CHANNELS = 6
+MAX_CHANNELS = 512
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+class OptionError(ValueError):
+    """A malformed explanation option: always answered with 400 and this message."""
+
+    status = 400
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """``layers``: stage names in the order asked (``None``: every stage); ``channels``: top-K per stage;
+    ``format``: ``png`` (feature maps as base64 PNG) or ``json`` (as arrays); ``erf``: add effective receptive
+    fields."""
+
+    layers: tuple[str, ...] | None = None
+    channels: int = DEFAULT_CHANNELS
+    format: str = "png"
+    erf: bool = False
+
+    def resolved_layers(self, valid: Sequence[str]) -> tuple[str, ...]:
+        """The layers to explain: the requested ones after checking them against ``valid``, else all of them."""
+        if self.layers is None:
+            return tuple(valid)
+        check_layers(self.layers, valid)
+        return self.layers
+
+
+def check_layers(layers: Sequence[str], valid: Sequence[str]) -> None:
+    """Raise ``OptionError`` listing the valid names if any of ``layers`` is not one of them."""
+    unknown = [name for name in layers if name not in valid]
+    if unknown:
+        raise OptionError(f"unknown layer(s) {', '.join(map(repr, unknown))}; valid layers are {', '.join(valid)}")
+
+
+def parse_options(query: Mapping[str, str], valid_layers: Sequence[str] | None = None) -> ExplainOptions:
+    """Options from query parameters; ``valid_layers`` (when known) checks ``layers`` now.
+
+    ``layers=a,b`` (comma-separated, duplicates dropped), ``channels=K`` (1..MAX_CHANNELS; stages with fewer
+    channels give all of theirs), ``format=png|json``, ``erf=true|false``. Raises ``OptionError``.
+    """
+    layers: tuple[str, ...] | None = None
+    if "layers" in query:
+        names = [name.strip() for name in query["layers"].split(",")]
+        if not any(names):
+            hint = f"; valid layers are {', '.join(valid_layers)}" if valid_layers else ""
+            raise OptionError(f"layers is empty: give stage names separated by commas{hint}")
+        if not all(names):
+            raise OptionError(f"layers has an empty name: {query['layers']!r}")
+        layers = tuple(dict.fromkeys(names))
+        if valid_layers is not None:
+            check_layers(layers, valid_layers)
+    channels = DEFAULT_CHANNELS
+    if "channels" in query:
+        text = query["channels"].strip()
+        if not text.isdigit() or not 1 <= int(text) <= MAX_CHANNELS:
+            raise OptionError(f"channels must be a whole number from 1 to {MAX_CHANNELS}, got {query['channels']!r}")
+        channels = int(text)
+    fmt = query.get("format", "png").strip().lower()
+    if fmt not in FORMATS:
+        raise OptionError(f"format must be one of {', '.join(FORMATS)}, got {query['format']!r}")
+    erf_text = query.get("erf", "false").strip().lower()
+    if erf_text not in _TRUE + _FALSE:
+        raise OptionError(f"erf must be true or false, got {query['erf']!r}")
+    return ExplainOptions(layers, channels, fmt, erf_text in _TRUE)
