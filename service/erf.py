@@ -43,41 +43,38 @@ def numpy_net(
 class ErfSummary:
     """``gradient``: ``(S, S)`` absolute input gradient summed over colour channels.
 
-    ``in_box``: share of the gradient mass inside the theoretical box; ``in_centre``: share inside the centred
-    square of half the box's side (a quarter of its area); ``radius90``: half-side, in input pixels, of the
-    centred square holding 90% of the mass (the box's half-side is ``size / 2``). Shares are ``None`` when the
-    cell did not respond to the input at all (its ReLU was off).
+    ``in_box``: share of the gradient mass inside the theoretical box; ``in_centre``: share in its centre, the
+    pixels whose centres lie in the centred square of half the box's side, which cover ``centre_area`` of the
+    box's pixels inside the input (about a quarter); ``radius90``: half-side, in input pixels, of the centred square
+    holding 90% of the mass (the box's half-side is ``size / 2``). Shares are ``None`` when the cell did not
+    respond to the input at all (its ReLU was off).
     """
 
     gradient: np.ndarray
     in_box: float | None
     in_centre: float | None
+    centre_area: float
     radius90: float | None
     total: float
-
-
-def _share(mass: np.ndarray, total: float, x0: float, y0: float, x1: float, y1: float) -> float:
-    s = mass.shape[0]
-    xa, ya = int(np.clip(np.ceil(x0), 0, s)), int(np.clip(np.ceil(y0), 0, s))
-    xb, yb = int(np.clip(np.floor(x1), 0, s)), int(np.clip(np.floor(y1), 0, s))
-    return float(mass[ya:yb, xa:xb].sum() / total) if xb > xa and yb > ya else 0.0
 
 
 def summarize(gradient: np.ndarray, box: UnclippedBox) -> ErfSummary:
     """Where the gradient mass of ``gradient (3, S, S)`` lies relative to the cell's theoretical ``box``."""
     mass = np.abs(gradient).sum(axis=0).astype(np.float64)
+    ys, xs = np.mgrid[0 : mass.shape[0], 0 : mass.shape[1]] + 0.5  # pixel centres
+    cx, cy, half = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2, (box.x1 - box.x0) / 2
+    inside = (xs >= box.x0) & (xs < box.x1) & (ys >= box.y0) & (ys < box.y1)
+    centre = (np.abs(xs - cx) < half / 2) & (np.abs(ys - cy) < half / 2)
+    centre_area = float(centre.sum() / max(int(inside.sum()), 1))
     total = float(mass.sum())
     if total <= 0.0:
-        return ErfSummary(mass, None, None, None, 0.0)
-    cx, cy, half = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2, (box.x1 - box.x0) / 2
-    in_box = _share(mass, total, box.x0, box.y0, box.x1, box.y1)
-    in_centre = _share(mass, total, cx - half / 2, cy - half / 2, cx + half / 2, cy + half / 2)
-    ys, xs = np.mgrid[0 : mass.shape[0], 0 : mass.shape[1]]
-    chebyshev = np.maximum(np.abs(xs + 0.5 - cx), np.abs(ys + 0.5 - cy)).ravel()
+        return ErfSummary(mass, None, None, centre_area, None, 0.0)
+    chebyshev = np.maximum(np.abs(xs - cx), np.abs(ys - cy)).ravel()
     order = np.argsort(chebyshev, kind="stable")
     cumulative = np.cumsum(mass.ravel()[order])
     radius90 = float(chebyshev[order][np.searchsorted(cumulative, 0.9 * cumulative[-1])] + 0.5)
-    return ErfSummary(mass, in_box, in_centre, radius90, total)
+    in_box, in_centre = float(mass[inside].sum() / total), float(mass[centre].sum() / total)
+    return ErfSummary(mass, in_box, in_centre, centre_area, radius90, total)
 
 
 class ErfEngine:

@@ -1,0 +1,274 @@
+"""Explanations computed in-process: the ONNX weight reader, receptive-field boxes against the analytic ones on odd
+photo sizes and every EXIF orientation, the exact class-activation map, effective receptive fields, option
+validation, the pictures, and ``triage explain``."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.config import NetworkConfig
+from model.preprocess import letterbox_geometry
+from model.receptive_field import cell_field_in_photo, stage_fields
+from model.synth.photo import ORIENTATION_TAG, sensor_pixels
+from service import explain_images as img
+from service.engine import TriageEngine
+from service.explain import Explainer
+from service.explain_cli import explain_file
+from service.explain_options import ExplainOptions, OptionError, parse_options
+from service.intake import IntakeLimits, read_photo
+from service.onnx_weights import head_weights, read_onnx
+
+STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5")
+ODD_SIZES = ((333, 517), (641, 257), (999, 101), (257, 257), (1001, 777))
+
+
+@pytest.fixture(scope="module")
+def model(random_model_dir: Path) -> tuple[TriageEngine, Explainer]:
+    onnx_path = random_model_dir / "triage.onnx"
+    return TriageEngine(onnx_path, device="cpu"), Explainer.from_onnx(onnx_path)
+
+
+def stored(upright: Image.Image, orientation: int, fmt: str = "PNG") -> bytes:
+    """The file a phone would write for ``upright``: sensor pixels plus the EXIF orientation tag."""
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = orientation
+    out = io.BytesIO()
+    quality = {"quality": 90} if fmt == "JPEG" else {}
+    sensor_pixels(upright, orientation).save(out, fmt, exif=exif.tobytes(), **quality)
+    return out.getvalue()
+
+
+def explain(model: tuple[TriageEngine, Explainer], data: bytes, **options: Any) -> dict[str, Any]:
+    engine, explainer = model
+    prepared, _ = read_photo(data, engine.preprocessing, IntakeLimits())
+    outputs = engine.infer(prepared.tensor[None], engine.output_names)
+    decision = engine.decide(outputs["logits"])[0]
+    return explainer.explain(prepared, {k: v[0] for k, v in outputs.items()}, decision, ExplainOptions(**options))
+
+
+def analytic_box(stage: str, y: int, x: int, width: int, height: int) -> list[int]:
+    config = NetworkConfig()
+    geo = letterbox_geometry(width, height, config.preprocessing.size)
+    c = cell_field_in_photo(config, stage, y, x, geo).clipped
+    return [c.x0, c.y0, c.x1, c.y1]
+
+
+def assert_boxes_are_analytic(result: dict[str, Any], width: int, height: int) -> int:
+    """Every box of the explanation equals ``cell_field_in_photo`` for the upright ``width x height`` photo."""
+    checked = 0
+    assert (result["photo"]["width"], result["photo"]["height"]) == (width, height)
+    for layer in result["layers"]:
+        name = layer["name"]
+        _, h, w = layer["shape"]
+        xs, ys = layer["cell_boxes"]["x"], layer["cell_boxes"]["y"]
+        assert (len(xs), len(ys)) == (w, h)
+        for y in range(h):
+            for x in range(w):
+                assert [xs[x][0], ys[y][0], xs[x][1], ys[y][1]] == analytic_box(name, y, x, width, height)
+                checked += 1
+        assert layer["argmax"]["box"] == analytic_box(name, *layer["argmax"]["cell"], width, height)
+        for channel in layer["channels"]:
+            assert channel["box"] == analytic_box(name, *channel["argmax"], width, height)
+    peak = result["cam"]["peak"]
+    assert peak["box"] == analytic_box(result["cam"]["layer"], *peak["cell"], width, height)
+    return checked
+
+
+def test_onnx_reader_matches_the_onnx_package(random_model_dir: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(random_model_dir / "triage.onnx"))
+    graph = read_onnx(random_model_dir / "triage.onnx")
+    assert len(graph.initializers) == len(proto.graph.initializer) > 0
+    for tensor in proto.graph.initializer:
+        expected = numpy_helper.to_array(tensor)
+        assert graph.initializers[tensor.name].dtype == expected.dtype
+        assert np.array_equal(graph.initializers[tensor.name], expected)
+    assert graph.outputs == tuple(o.name for o in proto.graph.output)
+    assert graph.metadata == {p.key: p.value for p in proto.metadata_props}
+
+
+def test_head_weights_are_the_trained_heads(random_model_dir: Path, model: tuple[TriageEngine, Explainer]) -> None:
+    from model.network import build_network
+
+    weight, bias, last = head_weights(read_onnx(random_model_dir / "triage.onnx"))
+    net = build_network(seed=0)  # the fixture's network
+    assert last == "stage5"
+    np.testing.assert_array_equal(weight, net.head.weight.detach().numpy())
+    np.testing.assert_array_equal(bias, net.head.bias.detach().numpy())
+    engine, _ = model
+    x = np.random.default_rng(0).normal(size=(3, 3, 256, 256)).astype(np.float32)
+    out = engine.infer(x, ("logits", "stage5"))
+    np.testing.assert_allclose(out["stage5"].mean(axis=(2, 3)) @ weight.T + bias, out["logits"], atol=1e-5)
+
+
+@pytest.mark.parametrize("size", ODD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_boxes_equal_the_analytic_boxes_on_odd_sizes(
+    model: tuple[TriageEngine, Explainer], kit: Any, size: tuple[int, int]
+) -> None:
+    upright = kit.scene(*size, seed=size[0])
+    for fmt in ("PNG", "JPEG"):  # JPEG is decoded at a reduced DCT scale; the boxes must not notice
+        result = explain(model, stored(upright, 1, fmt), channels=3)
+        assert assert_boxes_are_analytic(result, *size) == 64 * 64 + 32 * 32 + 3 * 16 * 16
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_boxes_equal_the_analytic_boxes_under_every_exif_orientation(
+    model: tuple[TriageEngine, Explainer], kit: Any, orientation: int
+) -> None:
+    width, height = 517, 333
+    upright = kit.scene(width, height, seed=orientation)
+    result = explain(model, stored(upright, orientation, "JPEG"), channels=2)
+    assert result["photo"]["orientation"] == orientation
+    assert_boxes_are_analytic(result, width, height)
+    reference = explain(model, stored(upright, 1, "JPEG"), channels=2)  # same upright photo, no rotation
+    for got, want in zip(result["layers"], reference["layers"], strict=True):
+        assert got["cell_boxes"] == want["cell_boxes"]
+
+
+def test_layer_statistics_and_channel_order(model: tuple[TriageEngine, Explainer], kit: Any) -> None:
+    engine, _ = model
+    data = kit.encode(kit.scene(300, 200), "PNG")
+    result = explain(model, data, channels=4, format="json")
+    prepared, _ = read_photo(data, engine.preprocessing, IntakeLimits())
+    maps = engine.infer(prepared.tensor[None], engine.output_names)
+    assert [layer["name"] for layer in result["layers"]] == list(STAGES)
+    for layer in result["layers"]:
+        m = maps[layer["name"]][0]
+        assert layer["shape"] == list(m.shape)
+        peaks = [c["max"] for c in layer["channels"]]
+        assert peaks == sorted(peaks, reverse=True) and len(peaks) == 4
+        assert peaks[0] == pytest.approx(float(m.max()))
+        for c in layer["channels"]:
+            channel = m[c["index"]]
+            assert c["mean"] == pytest.approx(float(channel.mean()), rel=1e-5, abs=1e-7)
+            assert c["fraction_active"] == pytest.approx(float((channel > 0).mean()))
+            assert channel[tuple(c["argmax"])] == pytest.approx(c["max"])
+            np.testing.assert_allclose(np.array(c["values"]), channel, atol=1e-5)
+            assert "png" not in c
+        assert layer["argmax"]["channel"] == layer["channels"][0]["index"]
+        field = stage_fields(NetworkConfig())[layer["name"]]
+        assert layer["receptive_field"] == {
+            "size": field.size,
+            "jump": field.jump,
+            "start": field.start,
+            "first_edge": field.first_edge,
+        }
+
+
+def test_cam_is_exact_and_peaks_where_reported(model: tuple[TriageEngine, Explainer], kit: Any) -> None:
+    result = explain(model, kit.encode(kit.scene(400, 300, seed=3), "JPEG"))
+    cam = result["cam"]
+    values = np.array(cam["values"])
+    assert cam["class"] in ("screen_damage", "general_returns") and cam["layer"] == "stage5"
+    assert cam["shape"] == [16, 16] and values.shape == (16, 16)
+    assert cam["mean_plus_bias"] == pytest.approx(cam["logit"], abs=1e-4)
+    assert tuple(cam["peak"]["cell"]) == np.unravel_index(values.argmax(), values.shape)
+    overlay = Image.open(io.BytesIO(base64.b64decode(cam["overlay_png"])))
+    assert overlay.format == "PNG" and overlay.size == (result["display"]["width"], result["display"]["height"])
+    assert overlay.size == (400, 300)  # small photos keep their size
+    probabilities = result["probabilities"]
+    assert cam["class"] == max(probabilities, key=probabilities.get)
+
+
+def test_effective_receptive_field_stays_in_the_box_and_gathers_at_its_centre(
+    model: tuple[TriageEngine, Explainer], kit: Any
+) -> None:
+    result = explain(model, kit.encode(kit.scene(320, 320, seed=5), "PNG"), erf=True, channels=1)
+    assert result["erf_check"]["numpy_onnx_max_abs_diff"] < 1e-4
+    for layer in result["layers"]:
+        erf = layer["erf"]
+        assert erf["cell"] == layer["argmax"]["cell"] and erf["channel"] == layer["argmax"]["channel"]
+        assert erf["mass_in_box"] == pytest.approx(1.0, abs=1e-9), layer["name"]  # a gradient cannot leave the box
+        assert erf["radius90"] <= erf["box_half_side"]
+        if layer["name"] != "stage1":  # (stage1's 5-pixel field is one 3x3 conv window picked by a max-pool)
+            # the centre (about a quarter of the box's pixels) holds more than its share of the influence
+            assert erf["mass_in_centre"] > erf["centre_area"] > 0.2, layer["name"]
+        assert Image.open(io.BytesIO(base64.b64decode(erf["overlay_png"]))).size == (320, 320)
+
+
+def test_layer_selection(model: tuple[TriageEngine, Explainer], kit: Any) -> None:
+    result = explain(model, kit.encode(kit.scene(), "PNG"), layers=("stage4", "stage2"), channels=200)
+    assert [layer["name"] for layer in result["layers"]] == ["stage4", "stage2"]
+    assert [len(layer["channels"]) for layer in result["layers"]] == [96, 32]  # all of each stage's channels
+    with pytest.raises(OptionError, match="valid layers are stage1, stage2, stage3, stage4, stage5"):
+        explain(model, kit.encode(kit.scene(), "PNG"), layers=("stage9",))
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"layers": "stage1,conv7"}, "unknown layer.*'conv7'.*valid layers are stage1, stage2"),
+        ({"layers": ""}, "layers is empty"),
+        ({"layers": "stage1,,stage2"}, "empty name"),
+        ({"channels": "0"}, "channels must be a whole number from 1"),
+        ({"channels": "three"}, "channels must be"),
+        ({"channels": "-2"}, "channels must be"),
+        ({"format": "xml"}, "format must be one of png, json"),
+        ({"erf": "maybe"}, "erf must be true or false"),
+    ],
+)
+def test_bad_options_are_rejected_with_what_is_valid(query: dict[str, str], message: str) -> None:
+    with pytest.raises(OptionError, match=message) as caught:
+        parse_options(query, STAGES)
+    assert caught.value.status == 400
+
+
+def test_options_are_parsed() -> None:
+    assert parse_options({}) == ExplainOptions()
+    got = parse_options({"layers": " stage3 ,stage1,stage3", "channels": "9", "format": "JSON", "erf": "1"}, STAGES)
+    assert got == ExplainOptions(("stage3", "stage1"), 9, "json", True)
+
+
+def test_feature_map_pictures_are_nearest_neighbour_upscaled() -> None:
+    channel = np.arange(16 * 16, dtype=np.float32).reshape(16, 16) - 40.0  # some cells negative -> 0
+    picture = np.asarray(img.feature_map_image(channel).convert("RGB"))
+    f = img.upscale_factor(16, 16)
+    assert f == 8 and picture.shape == (128, 128, 3)
+    blocks = picture.reshape(16, f, 16, f, 3)
+    assert (blocks == blocks[:, :1, :, :1]).all(), "every cell is one flat square"
+    np.testing.assert_array_equal(blocks[0, 0, 0, 0], img.VIRIDIS[0])
+    np.testing.assert_array_equal(blocks[15, 0, 15, 0], img.VIRIDIS[255])
+    assert img.upscale_factor(64, 64) == 2
+
+
+def test_grid_values_land_on_their_cell_centres() -> None:
+    geo = letterbox_geometry(256, 256, 256)
+    grid = np.random.default_rng(1).random((16, 16))
+    photo = img.grid_to_photo(grid, 7.5, 16, geo, (256, 256))
+    # pixel 7 of the photo is centred at input 7.5: cell 0's centre; pixel 23 is cell 1's
+    np.testing.assert_allclose(photo[7::16, 7::16], grid, atol=1e-6)
+    np.testing.assert_allclose(photo[7, 15], (grid[0, 0] + grid[0, 1]) / 2, atol=1e-6)
+
+
+def test_explain_cli_writes_json_and_pictures(random_model_dir: Path, kit: Any, tmp_path: Path) -> None:
+    photo = tmp_path / "ticket.png"
+    photo.write_bytes(stored(kit.scene(289, 403), 6))  # stored 403x289, upright 289x403
+    out = tmp_path / "out"
+    assert explain_file(photo, out, model=random_model_dir / "triage.onnx") == 0
+    result = json.loads((out / "explanation.json").read_text())
+    assert result["file"] == str(photo) and result["photo"]["width"] == 289 and result["photo"]["height"] == 403
+    assert Image.open(out / result["cam"]["overlay_file"]).size == (289, 403)
+    for layer in result["layers"]:
+        assert Image.open(out / layer["erf"]["overlay_file"]).format == "PNG"
+        for channel in layer["channels"]:
+            assert "png" not in channel and Image.open(out / channel["file"]).format == "PNG"
+    assert_boxes_are_analytic(result, 289, 403)
+
+
+def test_explain_cli_reports_unreadable_files(random_model_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a photo")
+    assert explain_file(bad, tmp_path / "out", model=random_model_dir / "triage.onnx") == 1
+    assert "error 415" in capsys.readouterr().err
+    assert explain_file(tmp_path / "missing.jpg", tmp_path / "out", model=random_model_dir / "triage.onnx") == 1
+    assert not (tmp_path / "out" / "explanation.json").exists()
