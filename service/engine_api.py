@@ -11,6 +11,7 @@ import logging
 import signal
 
 import litserve as ls
+from fastapi import FastAPI
 
 from service.devices import pin_worker_gpu
 from service.engine import TriageEngine
@@ -48,6 +49,9 @@ class EngineAPI(ls.LitAPI):
         if self._engine is None:
             raise RuntimeError(f"{type(self).__name__} has no engine outside an inference worker")
         return self._engine
+
+    def configure_app(self, app: FastAPI) -> None:
+        """Called once on the HTTP app before serving: what the HTTP processes need to know about this API."""
 
     def setup(self, device: str) -> None:
         if self.supervised:

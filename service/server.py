@@ -1,10 +1,11 @@
 """``triage serve``: assemble the LitServe application and run it under the supervisor.
 
-Endpoints: ``POST /v1/route`` (``RouteAPI``), ``GET /v1/model``, ``GET /health`` (LitServe's: 200 once every
-worker of every API has loaded and warmed up the model, 503 before), ``GET /metrics``. Another model endpoint is
-one more entry in ``build_apis``; it reuses ``EngineAPI`` (workers, engine, provider report), ``read_upload``
-(request parsing), ``read_photo`` (intake), and gets the request id, API key, limits, timeout and metrics from
-``RequestContextMiddleware`` for free.
+Endpoints: ``POST /v1/route`` (``RouteAPI``), ``POST /v1/explain`` (``ExplainAPI``), ``GET /`` (the explanation
+page, ``service.page``, in place of LitServe's own ``/`` and ``/info``), ``GET /v1/model``, ``GET /health``
+(LitServe's: 200 once every worker of every API has loaded and warmed up the model, 503 before), ``GET /metrics``.
+Another model endpoint is one more entry in ``build_apis``; it reuses ``EngineAPI`` (workers, engine, provider
+report), ``read_upload`` (request parsing), ``read_photo`` (intake), and gets the request id, API key, limits,
+timeout and metrics from ``RequestContextMiddleware`` for free.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from model.card import CARD_NAME, read_card, sha256_file
 from service.devices import DevicePlan, plan_devices, visible_gpus
 from service.engine import DeviceError, ModelIntegrityError
 from service.engine_api import EngineAPI
+from service.explain_api import ExplainAPI
 from service.logs import configure_logging
 from service.metrics import MULTIPROC_ENV, live_models, render, use_metrics_dir
+from service.page import PAGE_PATH, add_page_routes
 from service.request_context import RequestContextMiddleware
 from service.route_api import RouteAPI
 from service.settings import Settings
@@ -43,7 +46,7 @@ METRICS_PATH = "/metrics"
 def build_apis(settings: Settings, plan: DevicePlan) -> list[EngineAPI]:
     """The model endpoints; each gets its own inference workers."""
     engine = {"engine_device": "cpu" if plan.accelerator == "cpu" else settings.device, "gpus": tuple(visible_gpus())}
-    return [RouteAPI(settings, **engine)]
+    return [RouteAPI(settings, **engine), ExplainAPI(settings, **engine)]
 
 
 def preflight(settings: Settings) -> tuple[dict[str, Any], DevicePlan]:
@@ -86,7 +89,7 @@ def build_server(settings: Settings, card: dict[str, Any], plan: DevicePlan) -> 
     if not os.environ.get(MULTIPROC_ENV):
         raise RuntimeError(f"set up metrics first (service.metrics.use_metrics_dir); {MULTIPROC_ENV} is not set")
     apis = build_apis(settings, plan)
-    endpoints = {api.api_path for api in apis} | {MODEL_PATH, HEALTH_PATH, METRICS_PATH}
+    endpoints = {api.api_path for api in apis} | {MODEL_PATH, HEALTH_PATH, METRICS_PATH, PAGE_PATH}
     middleware = (
         RequestContextMiddleware,
         {
@@ -108,6 +111,9 @@ def build_server(settings: Settings, card: dict[str, Any], plan: DevicePlan) -> 
     )
     server.app.state.upload_limits = UploadLimits(max_images=settings.max_images, max_bytes=settings.max_bytes)
     _add_service_routes(server.app, card)
+    add_page_routes(server.app)
+    for api in apis:
+        api.configure_app(server.app)
     return server
 
 

@@ -1,0 +1,231 @@
+"""``POST /v1/explain`` and the page at ``GET /`` in-process (LitServe's test harness, real inference workers):
+answers, boxes against the analytic ones under every EXIF orientation, option and photo errors, the API key,
+per-request error isolation under batching, and the page's assets."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from litserve.utils import wrap_litserve_start
+from PIL import Image
+
+from model.config import CLASSES, NEEDS_REVIEW, NetworkConfig
+from model.preprocess import letterbox_geometry
+from model.receptive_field import cell_field_in_photo
+from model.synth.photo import ORIENTATION_TAG, sensor_pixels
+from service.server import build_server, preflight
+from service.settings import Settings
+
+KEY = "explain-test-key"
+STAGES = ["stage1", "stage2", "stage3", "stage4", "stage5"]
+
+
+@pytest.fixture(scope="module")
+def client(random_model_dir: Path, metrics_dir: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        model_path=random_model_dir / "triage.onnx",
+        api_key=KEY,
+        device="cpu",
+        max_images=3,
+        max_bytes=300_000,
+        max_pixels=3_000_000,
+        max_batch_size=4,
+        batch_timeout=0.2,
+        request_timeout=60.0,
+    )
+    server = build_server(settings, *preflight(settings))
+    with wrap_litserve_start(server) as started, TestClient(started.app) as test_client:
+        deadline = time.monotonic() + 90
+        while test_client.get("/health").status_code != 200:
+            assert time.monotonic() < deadline, "the inference workers did not become ready"
+            time.sleep(0.1)
+        yield test_client
+
+
+def post(
+    client: TestClient, *photos: bytes, key: str | None = KEY, path: str = "/v1/explain", **params: str
+) -> httpx.Response:
+    files = [("file", (f"photo{i}.jpg", data, "application/octet-stream")) for i, data in enumerate(photos)]
+    return client.post(path, files=files, params=params, headers={"X-API-Key": key} if key else {})
+
+
+def oriented(kit: Any, width: int, height: int, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = orientation
+    out = io.BytesIO()
+    sensor_pixels(kit.scene(width, height, seed=orientation), orientation).save(
+        out, "JPEG", quality=90, exif=exif.tobytes()
+    )
+    return out.getvalue()
+
+
+def analytic(stage: str, cell: list[int], width: int, height: int) -> list[int]:
+    config = NetworkConfig()
+    geo = letterbox_geometry(width, height, config.preprocessing.size)
+    c = cell_field_in_photo(config, stage, cell[0], cell[1], geo).clipped
+    return [c.x0, c.y0, c.x1, c.y1]
+
+
+def test_explains_a_photo(client: TestClient, kit: Any) -> None:
+    data = kit.encode(kit.scene(321, 243), "JPEG", quality=90)
+    r = post(client, data)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["route"] in {*CLASSES, NEEDS_REVIEW} and set(body["probabilities"]) == set(CLASSES)
+    assert body["file"] == "photo0.jpg" and body["request_id"] == r.headers["x-request-id"]
+    assert body["model"]["name"] == "random-test-model" and body["provider"] == "CPUExecutionProvider"
+    assert [layer["name"] for layer in body["layers"]] == STAGES
+    for layer in body["layers"]:
+        assert len(layer["channels"]) == 6
+        for channel in layer["channels"]:
+            picture = Image.open(io.BytesIO(base64.b64decode(channel["png"])))
+            assert picture.size == (layer["shape"][2] * layer["upscale"], layer["shape"][1] * layer["upscale"])
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["cam"]["overlay_png"])))
+    assert overlay.size == (321, 243)
+    assert {"queue", "decode", "preprocess", "inference", "explain"} <= set(body["timings_ms"])
+    routed = post(client, data, path="/v1/route").json()
+    assert routed["probabilities"] == body["probabilities"], "explain and route serve the same model"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_boxes_are_in_upright_photo_pixels(client: TestClient, kit: Any, orientation: int) -> None:
+    width, height = 411, 263  # odd sizes; the stored file is rotated for orientations 5..8
+    r = post(client, oriented(kit, width, height, orientation), channels="2")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["photo"]["width"], body["photo"]["height"], body["photo"]["orientation"]) == (
+        width,
+        height,
+        orientation,
+    )
+    for layer in body["layers"]:
+        assert layer["argmax"]["box"] == analytic(layer["name"], layer["argmax"]["cell"], width, height)
+        for channel in layer["channels"]:
+            assert channel["box"] == analytic(layer["name"], channel["argmax"], width, height)
+        ys, xs = layer["cell_boxes"]["y"], layer["cell_boxes"]["x"]
+        for y in range(len(ys)):
+            x = (y * 7) % len(xs)
+            assert [xs[x][0], ys[y][0], xs[x][1], ys[y][1]] == analytic(layer["name"], [y, x], width, height)
+    assert body["cam"]["peak"]["box"] == analytic("stage5", body["cam"]["peak"]["cell"], width, height)
+
+
+def test_json_format_and_layer_selection(client: TestClient, kit: Any) -> None:
+    r = post(client, kit.encode(kit.scene(200, 150), "PNG"), layers="stage5,stage3", channels="3", format="json")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [layer["name"] for layer in body["layers"]] == ["stage5", "stage3"]
+    for layer in body["layers"]:
+        for channel in layer["channels"]:
+            assert "png" not in channel
+            assert len(channel["values"]) == layer["shape"][1] and len(channel["values"][0]) == layer["shape"][2]
+    assert "overlay_png" not in body["cam"] and len(body["cam"]["values"]) == 16
+
+
+def test_effective_receptive_field_on_request(client: TestClient, kit: Any) -> None:
+    r = post(client, kit.encode(kit.scene(256, 256), "PNG"), layers="stage4", channels="1", erf="true")
+    assert r.status_code == 200, r.text
+    erf = r.json()["layers"][0]["erf"]
+    assert erf["mass_in_box"] == pytest.approx(1.0) and erf["radius90"] <= erf["box_half_side"]
+    assert r.json()["erf_check"]["numpy_onnx_max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("params", "pattern"),
+    [
+        (
+            {"layers": "stage2,pool9"},
+            r"unknown layer\(s\) 'pool9'; valid layers are stage1, stage2, stage3, stage4, stage5",
+        ),
+        ({"layers": ""}, "layers is empty.*valid layers are stage1"),
+        ({"channels": "0"}, "channels must be a whole number"),
+        ({"format": "gif"}, "format must be one of png, json"),
+        ({"erf": "perhaps"}, "erf must be true or false"),
+    ],
+)
+def test_bad_options_are_400_with_the_valid_values(
+    client: TestClient, kit: Any, params: dict[str, str], pattern: str
+) -> None:
+    r = post(client, kit.encode(kit.scene(), "PNG"), **params)
+    assert r.status_code == 400
+    assert re.search(pattern, r.json()["detail"]), r.json()
+
+
+def test_request_errors(client: TestClient, kit: Any, photos: dict[str, bytes]) -> None:
+    good = kit.encode(kit.scene(), "PNG")
+    assert post(client, good, key=None).status_code == 401
+    assert post(client, good, key="wrong").status_code == 401
+    two = post(client, good, good)
+    assert two.status_code == 400 and "exactly one photo" in two.json()["detail"]
+    assert post(client, good, good, good, good).status_code == 413  # over max_images, like /v1/route
+    assert client.post("/v1/explain", json={"images": []}, headers={"X-API-Key": KEY}).status_code == 400
+    bad_type = client.post("/v1/explain", content=b"x", headers={"X-API-Key": KEY, "content-type": "text/plain"})
+    assert bad_type.status_code == 415
+    b64 = base64.b64encode(photos["webp"]).decode()
+    ok = client.post("/v1/explain", json={"images": [b64]}, headers={"X-API-Key": KEY})
+    assert ok.status_code == 200 and "file" not in ok.json()
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [("text", 415), ("truncated", 422), ("empty", 422), ("huge_file", 413), ("bomb", 413)],
+)
+def test_bad_photos_get_their_own_status(client: TestClient, kit: Any, name: str, status: int) -> None:
+    jpeg = kit.encode(kit.scene(), "JPEG")
+    data = {
+        "text": b"hello, this is not a photo",
+        "truncated": jpeg[: len(jpeg) // 3],
+        "empty": b"",
+        "huge_file": b"\x89PNG\r\n\x1a\n" + b"\0" * 300_001,
+        "bomb": kit.png_header_only(4000, 4000),
+    }[name]
+    r = post(client, data)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"]
+
+
+def test_one_bad_request_never_fails_its_batch_mates(client: TestClient, kit: Any) -> None:
+    good = kit.encode(kit.scene(300, 200), "JPEG")
+    jobs = [(good, {}), (b"garbage", {}), (good, {"layers": "stage2"}), (good[:200], {}), (good, {"format": "json"})]
+    jobs *= 2
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        answers = list(pool.map(lambda job: post(client, job[0], channels="2", **job[1]), jobs))
+    assert [a.status_code for a in answers] == [200, 415, 200, 422, 200] * 2
+    assert [layer["name"] for layer in answers[2].json()["layers"]] == ["stage2"]
+    assert "values" in answers[4].json()["layers"][0]["channels"][0]
+
+
+def test_page_replaces_litserve_defaults(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert 'id="file"' in html and 'id="api-key"' in html and 'id="overlay"' in html
+    assert "litserve running" not in html
+    assert client.get("/info").status_code == 404
+    for asset, kind in (("app.js", "javascript"), ("style.css", "css")):
+        r = client.get(f"/static/{asset}")
+        assert r.status_code == 200 and kind in r.headers["content-type"]
+        assert "/v1/explain" in r.text or asset == "style.css"
+    for text in (html, client.get("/static/app.js").text, client.get("/static/style.css").text):
+        external = re.findall(r"(?:src|href|url\()\s*=?\s*[\"']?(?:https?:)?//", text)
+        assert not external, "the page must not load anything from elsewhere"
+    assert client.get("/static/../server.py").status_code == 404
+    assert client.get("/static/index.html").status_code == 404
+
+
+def test_metrics_count_explain_requests(client: TestClient, kit: Any) -> None:
+    assert post(client, kit.encode(kit.scene(), "PNG"), channels="1").status_code == 200
+    assert post(client, kit.encode(kit.scene(), "PNG"), channels="many").status_code == 400
+    text = client.get("/metrics").text
+    assert re.search(r'triage_http_requests_total\{endpoint="/v1/explain",status="200"\} [1-9]', text)
+    assert re.search(r'triage_http_requests_total\{endpoint="/v1/explain",status="400"\} [1-9]', text)
+    assert re.search(r'triage_errors_total\{reason="bad_option"\} [1-9]', text)
