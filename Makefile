@@ -4,15 +4,19 @@ PIP := $(PY) -m pip
 
 .PHONY: serve test lint train export parity
 
-.venv/serving.stamp: pyproject.toml
+# Every install is constrained by requirements/serving.lock, the exact serving set the images install, so the
+# environment the tests run in serves with the same packages as the images.
+LOCK := requirements/serving.lock
+
+.venv/serving.stamp: pyproject.toml $(LOCK)
 	python3 -m venv .venv
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -c $(LOCK) -e .
 	touch $@
 
 .venv/dev.stamp: pyproject.toml .venv/serving.stamp
-	$(PIP) install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(PIP) install --quiet -e ".[train,dev]"
+	$(PIP) install --quiet -c $(LOCK) "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install --quiet -c $(LOCK) -e ".[train,dev,deploy]"
 	touch $@
 
 serve: .venv/serving.stamp
