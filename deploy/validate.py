@@ -86,20 +86,16 @@ def _run(args: list[str], *, timeout: float = 120, check: bool = True) -> subpro
 # ----------------------------------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------------------------------
-def kustomization_for(target: Target, directory: Path) -> Path:
-    """A kustomization in ``directory`` that is ``target``'s overlay with its components added, as docs/DEPLOY.md
-    tells users to do in their own overlay. Paths are relative: kustomize refuses absolute ones."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rel = Path(os.path.relpath(DEPLOY, directory))
-    spec = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "namespace": NAMESPACE,
-        "resources": [str(rel / "overlays" / target.overlay)],
-        "components": [str(rel / "components" / c) for c in target.components],
-    }
-    (directory / "kustomization.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    return directory
+def overlay_with_components(target: Target, directory: Path) -> Path:
+    """A copy of deploy/ in ``directory`` whose ``target.overlay`` lists ``target.components``, exactly as
+    docs/DEPLOY.md tells users to add them; returns that overlay's directory."""
+    copy = directory / "deploy"
+    shutil.copytree(DEPLOY, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"), dirs_exist_ok=True)
+    overlay = copy / "overlays" / target.overlay
+    spec = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    spec["components"] = [*spec.get("components", []), *(f"../../components/{c}" for c in target.components)]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return overlay
 
 
 def render(target: Target, workdir: Path | None = None) -> str:
@@ -107,8 +103,8 @@ def render(target: Target, workdir: Path | None = None) -> str:
     if not target.components:
         return _run([tool("kubectl"), "kustomize", str(DEPLOY / "overlays" / target.overlay)]).stdout
     with tempfile.TemporaryDirectory(prefix="triage-render-") as tmp:
-        directory = kustomization_for(target, Path(workdir or tmp) / target.name)
-        return _run([tool("kubectl"), "kustomize", str(directory)]).stdout
+        overlay = overlay_with_components(target, Path(workdir or tmp) / target.name.replace("+", "_"))
+        return _run([tool("kubectl"), "kustomize", str(overlay)]).stdout
 
 
 def documents(text: str) -> list[dict[str, Any]]:

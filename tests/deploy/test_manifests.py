@@ -272,6 +272,9 @@ def test_exactly_one_autoscaler_targets_the_deployment(rendered: dict[str, list[
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
     low = spec.get("minReplicas", spec.get("minReplicaCount"))
     assert low >= 2  # with the PodDisruptionBudget's maxUnavailable 1, a drain never takes the service down
+    # GPU pods are bounded by the GPU pool, whichever autoscaler is in use.
+    high = spec.get("maxReplicas", spec.get("maxReplicaCount"))
+    assert high == (4 if target.startswith("gpu") else 10)
     assert only(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     if scalers[0]["kind"] == "HorizontalPodAutoscaler":
         assert spec["metrics"][0]["resource"]["name"] == "cpu"
