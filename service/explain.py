@@ -216,7 +216,7 @@ class Explainer:
             "mean_plus_bias": float(cam.mean() + self.head_b[k]),
         }
         if options.format == "png":
-            result["overlay_png"] = img.png_base64(img.overlay(photo, heat))
+            result["overlay_png"] = img.png_base64(img.overlay(photo, heat), colours=256)
         return result
 
     def _erf_entry(
@@ -236,7 +236,7 @@ class Explainer:
             "centre_area": summary.centre_area,
             "radius90": summary.radius90,
             "box_half_side": field.size / 2,
-            "overlay_png": img.png_base64(img.overlay(prepared.photo.image, heat, opacity=0.85)),
+            "overlay_png": img.png_base64(img.overlay(prepared.photo.image, heat, opacity=0.85), colours=256),
         }
 
 
