@@ -84,7 +84,7 @@ class Node:
     op_type: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    attributes: dict[str, int | float | list[int] | bytes]
+    attributes: dict[str, int | float | list[int] | bytes | np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,25 @@ class OnnxGraph:
             if name in node.outputs:
                 return node
         raise OnnxFormatError(f"no node produces {name!r}")
+
+    def constant(self, name: str) -> np.ndarray:
+        """The value of ``name``: an initializer, or one reached through ``Identity``/``Constant`` nodes (exporters
+        alias identical initializers through ``Identity``)."""
+        seen = set()
+        while name not in self.initializers:
+            if name in seen:
+                raise OnnxFormatError(f"{name!r} refers to itself")
+            seen.add(name)
+            try:
+                node = self.producer(name)
+            except OnnxFormatError:
+                raise OnnxFormatError(f"{name!r} is neither an initializer nor computed from one") from None
+            if node.op_type == "Constant" and isinstance(node.attributes.get("value"), np.ndarray):
+                return node.attributes["value"]  # type: ignore[return-value]
+            if node.op_type != "Identity":
+                raise OnnxFormatError(f"{name!r} is computed by {node.op_type}, not a constant")
+            name = node.inputs[0]
+        return self.initializers[name]
 
     def network_config(self) -> NetworkConfig:
         """The network configuration export wrote into the metadata (``network``)."""
@@ -146,7 +165,7 @@ def _node(buf: bytes) -> Node:
     inputs: list[str] = []
     outputs: list[str] = []
     op_type = ""
-    attributes: dict[str, int | float | list[int] | bytes] = {}
+    attributes: dict[str, int | float | list[int] | bytes | np.ndarray] = {}
     for number, _, value in _fields(buf):
         if number == 1:
             inputs.append(bytes(value).decode())
@@ -165,6 +184,8 @@ def _node(buf: bytes) -> Node:
                     attr_value = _signed(int(a_value))
                 elif a_number == 4:
                     attr_value = bytes(a_value)
+                elif a_number == 5:
+                    attr_value = _tensor(bytes(a_value))[1]
                 elif a_number == 8:
                     ints += _ints(a_wire, a_value)
             attributes[attr_name] = ints if attr_value is None else attr_value
@@ -202,9 +223,7 @@ def head_weights(graph: OnnxGraph, logits: str = "logits") -> tuple[np.ndarray, 
     gemm = graph.producer(logits)
     if gemm.op_type != "Gemm" or len(gemm.inputs) < 3:
         raise OnnxFormatError(f"{logits!r} comes from {gemm.op_type}, not a Gemm with bias")
-    weight, bias = (graph.initializers.get(name) for name in gemm.inputs[1:3])
-    if weight is None or bias is None:
-        raise OnnxFormatError("the head's weight and bias are not initializers")
+    weight, bias = (graph.constant(name) for name in gemm.inputs[1:3])
     if gemm.attributes.get("transA", 0) or gemm.attributes.get("alpha", 1.0) != 1.0:
         raise OnnxFormatError("the head Gemm transposes or scales its input")
     weight = weight if gemm.attributes.get("transB", 0) else weight.T
@@ -236,8 +255,8 @@ def stage_convs(graph: OnnxGraph, stages: tuple[str, ...]) -> tuple[ConvWeights,
             node = graph.producer(node.inputs[0])
         if node.op_type != "Conv":
             raise OnnxFormatError(f"{stage} is computed by {node.op_type} where a Conv was expected")
-        weight = graph.initializers[node.inputs[1]]
-        bias = graph.initializers[node.inputs[2]] if len(node.inputs) > 2 else np.zeros(weight.shape[0], np.float32)
+        weight = graph.constant(node.inputs[1])
+        bias = graph.constant(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(weight.shape[0], np.float32)
         pads = list(node.attributes.get("pads", [0, 0, 0, 0]))  # type: ignore[arg-type]
         strides = list(node.attributes.get("strides", [1, 1]))  # type: ignore[arg-type]
         dilations = list(node.attributes.get("dilations", [1, 1]))  # type: ignore[arg-type]

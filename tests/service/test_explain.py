@@ -24,9 +24,12 @@ from service.explain import Explainer
 from service.explain_cli import explain_file
 from service.explain_options import ExplainOptions, OptionError, parse_options
 from service.intake import IntakeLimits, read_photo
-from service.onnx_weights import head_weights, read_onnx
+from service.onnx_weights import OnnxFormatError, head_weights, read_onnx
 
-STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5")
+CONFIG = NetworkConfig()  # the architecture the fixture model and the shipped one are built from
+STAGES = CONFIG.stage_names
+LAST = STAGES[-1]
+CELLS = sum(h * w for h, w in (f.out_size for f in stage_fields(CONFIG).values()))
 ODD_SIZES = ((333, 517), (641, 257), (999, 101), (257, 257), (1001, 777))
 
 
@@ -97,18 +100,48 @@ def test_onnx_reader_matches_the_onnx_package(random_model_dir: Path) -> None:
     assert graph.metadata == {p.key: p.value for p in proto.metadata_props}
 
 
+def test_onnx_reader_follows_identity_and_constant_nodes(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.array([0.5, -1.5], dtype=np.float32)
+    nodes = [
+        helper.make_node("Identity", ["w_stored"], ["w_alias"]),
+        helper.make_node("Constant", [], ["b_const"], value=numpy_helper.from_array(b)),
+        helper.make_node("ReduceMean", ["stage1"], ["pooled"], keepdims=0, axes=[2, 3]),
+        helper.make_node("Gemm", ["pooled", "w_alias", "b_const"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("stage1", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(w, "w_stored")],
+    )
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    weight, bias, last = head_weights(read_onnx(path))
+    np.testing.assert_array_equal(weight, w)
+    np.testing.assert_array_equal(bias, b)
+    assert last == "stage1"
+    path.write_bytes(b"\x0a\xff\xff\xff")  # a length running past the end of the file
+    with pytest.raises(OnnxFormatError):
+        read_onnx(path)
+
+
 def test_head_weights_are_the_trained_heads(random_model_dir: Path, model: tuple[TriageEngine, Explainer]) -> None:
     from model.network import build_network
 
     weight, bias, last = head_weights(read_onnx(random_model_dir / "triage.onnx"))
     net = build_network(seed=0)  # the fixture's network
-    assert last == "stage5"
+    assert last == LAST
     np.testing.assert_array_equal(weight, net.head.weight.detach().numpy())
     np.testing.assert_array_equal(bias, net.head.bias.detach().numpy())
     engine, _ = model
     x = np.random.default_rng(0).normal(size=(3, 3, 256, 256)).astype(np.float32)
-    out = engine.infer(x, ("logits", "stage5"))
-    np.testing.assert_allclose(out["stage5"].mean(axis=(2, 3)) @ weight.T + bias, out["logits"], atol=1e-5)
+    out = engine.infer(x, ("logits", LAST))
+    np.testing.assert_allclose(out[LAST].mean(axis=(2, 3)) @ weight.T + bias, out["logits"], atol=1e-5)
 
 
 @pytest.mark.parametrize("size", ODD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -118,7 +151,7 @@ def test_boxes_equal_the_analytic_boxes_on_odd_sizes(
     upright = kit.scene(*size, seed=size[0])
     for fmt in ("PNG", "JPEG"):  # JPEG is decoded at a reduced DCT scale; the boxes must not notice
         result = explain(model, stored(upright, 1, fmt), channels=3)
-        assert assert_boxes_are_analytic(result, *size) == 64 * 64 + 32 * 32 + 3 * 16 * 16
+        assert assert_boxes_are_analytic(result, *size) == CELLS
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -169,8 +202,9 @@ def test_cam_is_exact_and_peaks_where_reported(model: tuple[TriageEngine, Explai
     result = explain(model, kit.encode(kit.scene(400, 300, seed=3), "JPEG"))
     cam = result["cam"]
     values = np.array(cam["values"])
-    assert cam["class"] in ("screen_damage", "general_returns") and cam["layer"] == "stage5"
-    assert cam["shape"] == [16, 16] and values.shape == (16, 16)
+    last = stage_fields(CONFIG)[LAST]
+    assert cam["class"] in ("screen_damage", "general_returns") and cam["layer"] == LAST
+    assert cam["shape"] == list(last.out_size) and values.shape == last.out_size
     assert cam["mean_plus_bias"] == pytest.approx(cam["logit"], abs=1e-4)
     assert tuple(cam["peak"]["cell"]) == np.unravel_index(values.argmax(), values.shape)
     overlay = Image.open(io.BytesIO(base64.b64decode(cam["overlay_png"])))
@@ -190,17 +224,19 @@ def test_effective_receptive_field_stays_in_the_box_and_gathers_at_its_centre(
         assert erf["cell"] == layer["argmax"]["cell"] and erf["channel"] == layer["argmax"]["channel"]
         assert erf["mass_in_box"] == pytest.approx(1.0, abs=1e-9), layer["name"]  # a gradient cannot leave the box
         assert erf["radius90"] <= erf["box_half_side"]
-        if layer["name"] != "stage1":  # (stage1's 5-pixel field is one 3x3 conv window picked by a max-pool)
+        if layer["name"] != STAGES[0]:  # (the first stage's tiny field is one conv window picked by a max-pool)
             # the centre (about a quarter of the box's pixels) holds more than its share of the influence
             assert erf["mass_in_centre"] > erf["centre_area"] > 0.2, layer["name"]
         assert Image.open(io.BytesIO(base64.b64decode(erf["overlay_png"]))).size == (320, 320)
 
 
 def test_layer_selection(model: tuple[TriageEngine, Explainer], kit: Any) -> None:
-    result = explain(model, kit.encode(kit.scene(), "PNG"), layers=("stage4", "stage2"), channels=200)
-    assert [layer["name"] for layer in result["layers"]] == ["stage4", "stage2"]
-    assert [len(layer["channels"]) for layer in result["layers"]] == [96, 32]  # all of each stage's channels
-    with pytest.raises(OptionError, match="valid layers are stage1, stage2, stage3, stage4, stage5"):
+    chosen = (STAGES[3], STAGES[1])
+    result = explain(model, kit.encode(kit.scene(), "PNG"), layers=chosen, channels=200)
+    assert tuple(layer["name"] for layer in result["layers"]) == chosen
+    channels = {s.name: s.channels for s in CONFIG.stages}
+    assert [len(layer["channels"]) for layer in result["layers"]] == [channels[n] for n in chosen]  # all of them
+    with pytest.raises(OptionError, match=f"valid layers are {', '.join(STAGES)}$"):
         explain(model, kit.encode(kit.scene(), "PNG"), layers=("stage9",))
 
 

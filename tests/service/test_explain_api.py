@@ -27,7 +27,8 @@ from service.server import build_server, preflight
 from service.settings import Settings
 
 KEY = "explain-test-key"
-STAGES = ["stage1", "stage2", "stage3", "stage4", "stage5"]
+STAGES = list(NetworkConfig().stage_names)
+LAST = STAGES[-1]
 
 
 @pytest.fixture(scope="module")
@@ -116,19 +117,19 @@ def test_boxes_are_in_upright_photo_pixels(client: TestClient, kit: Any, orienta
         for y in range(len(ys)):
             x = (y * 7) % len(xs)
             assert [xs[x][0], ys[y][0], xs[x][1], ys[y][1]] == analytic(layer["name"], [y, x], width, height)
-    assert body["cam"]["peak"]["box"] == analytic("stage5", body["cam"]["peak"]["cell"], width, height)
+    assert body["cam"]["peak"]["box"] == analytic(LAST, body["cam"]["peak"]["cell"], width, height)
 
 
 def test_json_format_and_layer_selection(client: TestClient, kit: Any) -> None:
-    r = post(client, kit.encode(kit.scene(200, 150), "PNG"), layers="stage5,stage3", channels="3", format="json")
+    r = post(client, kit.encode(kit.scene(200, 150), "PNG"), layers=f"{LAST},stage3", channels="3", format="json")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert [layer["name"] for layer in body["layers"]] == ["stage5", "stage3"]
+    assert [layer["name"] for layer in body["layers"]] == [LAST, "stage3"]
     for layer in body["layers"]:
         for channel in layer["channels"]:
             assert "png" not in channel
             assert len(channel["values"]) == layer["shape"][1] and len(channel["values"][0]) == layer["shape"][2]
-    assert "overlay_png" not in body["cam"] and len(body["cam"]["values"]) == 16
+    assert "overlay_png" not in body["cam"] and len(body["cam"]["values"]) == body["cam"]["shape"][0]
 
 
 def test_effective_receptive_field_on_request(client: TestClient, kit: Any) -> None:
@@ -144,7 +145,7 @@ def test_effective_receptive_field_on_request(client: TestClient, kit: Any) -> N
     [
         (
             {"layers": "stage2,pool9"},
-            r"unknown layer\(s\) 'pool9'; valid layers are stage1, stage2, stage3, stage4, stage5",
+            f"unknown layer\\(s\\) 'pool9'; valid layers are {', '.join(STAGES)}$",
         ),
         ({"layers": ""}, "layers is empty.*valid layers are stage1"),
         ({"channels": "0"}, "channels must be a whole number"),

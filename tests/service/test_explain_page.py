@@ -194,9 +194,10 @@ def test_page_explains_an_uploaded_photo(service: str, browser: Any, tmp_path: P
 
     # Any other cell: the analytic receptive field of that cell.
     layer = layers["stage2"]
-    click_cell(page, "stage2", layer["channels"][1]["index"], 3, 27, layer["shape"])
-    assert page.get_attribute("#cell-box", "data-cell") == "3,27"
-    assert drawn_box(page) == analytic("stage2", 3, 27, width, height)
+    y, x = 3, layer["shape"][2] - 5
+    click_cell(page, "stage2", layer["channels"][1]["index"], y, x, layer["shape"])
+    assert page.get_attribute("#cell-box", "data-cell") == f"{y},{x}"
+    assert drawn_box(page) == analytic("stage2", y, x, width, height)
     assert_on_screen_where_it_belongs(page, drawn_box(page), api["photo"])
     assert "stage2, channel" in page.inner_text("#cell-info")
 
