@@ -1,0 +1,87 @@
+"""Does the shipped model's class-activation map point at the crack? On generated damaged-screen photos the
+generator knows every crack pixel (``SynthPhoto.crack_mask``, upright photo coordinates); the explanation's CAM
+peak box (the receptive field of the peak cell, in uploaded-photo pixels) must overlap the crack in at least 90%
+of them. The photos are uploaded as a phone stores them (EXIF orientation, JPEG), so the boxes go through the
+same orientation and letterbox mapping as a real request.
+
+Also reported, not asserted (``-s`` shows them): how often the peak cell's own footprint (the ``jump x jump``
+square around its centre, far smaller than its receptive field) touches the crack, and how many photos were
+routed to ``screen_damage``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from model.synth import render_photo
+from service.engine import TriageEngine
+from service.explain import Explainer
+from service.explain_options import ExplainOptions
+from service.intake import IntakeLimits, read_photo
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = Path(os.environ.get("TRIAGE_CAM_TEST_MODEL", ROOT / "artifacts" / "triage.onnx"))  # another model: set it
+PHOTOS = 60
+REQUIRED = 0.9
+
+
+def touches(mask: np.ndarray, box: list[int] | tuple[int, ...]) -> bool:
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return bool(mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)].any())
+
+
+def footprint(cam: dict[str, Any], layer: dict[str, Any], result: dict[str, Any]) -> tuple[int, ...]:
+    """The photo pixels of the peak cell's own ``jump x jump`` square (around its centre), rounded outward."""
+    rf = layer["receptive_field"]
+    y, x = cam["peak"]["cell"]
+    lb, photo = result["letterbox"], result["photo"]
+    sx, sy = photo["width"] / lb["new_width"], photo["height"] / lb["new_height"]
+    cx, cy = rf["start"] + x * rf["jump"], rf["start"] + y * rf["jump"]
+    half = rf["jump"] / 2
+    return (
+        int(np.floor((cx - half - lb["pad_x"]) * sx)),
+        int(np.floor((cy - half - lb["pad_y"]) * sy)),
+        int(np.ceil((cx + half - lb["pad_x"]) * sx)),
+        int(np.ceil((cy + half - lb["pad_y"]) * sy)),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED.exists(), reason=f"no trained model at {SHIPPED} (triage train && triage export)")
+def test_cam_peak_box_overlaps_the_crack(record_property: Any) -> None:
+    engine = TriageEngine(SHIPPED, device="cpu")
+    explainer = Explainer.from_onnx(SHIPPED)
+    last = explainer.cam_stage
+    options = ExplainOptions(layers=(last,), channels=1, format="json")
+    box_hits = cell_hits = damage_routes = 0
+    misses = []
+    for seed in range(PHOTOS):
+        synth = render_photo(seed, "screen_damage", split="test")
+        assert synth.crack_mask is not None and synth.crack_mask.any()
+        prepared, _ = read_photo(synth.encode("JPEG"), engine.preprocessing, IntakeLimits())
+        outputs = engine.infer(prepared.tensor[None], engine.output_names)
+        decision = engine.decide(outputs["logits"])[0]
+        result = explainer.explain(prepared, {k: v[0] for k, v in outputs.items()}, decision, options)
+        assert (result["photo"]["width"], result["photo"]["height"]) == synth.image.size
+        cam = result["cam"]
+        damage_routes += result["route"] == "screen_damage"
+        if touches(synth.crack_mask, cam["peak"]["box"]):
+            box_hits += 1
+        else:
+            misses.append((seed, result["route"], cam["class"], cam["peak"]["box"], synth.crack_box))
+        cell_hits += touches(synth.crack_mask, footprint(cam, result["layers"][0], result))
+    figures = {
+        "photos": PHOTOS,
+        "peak_box_overlaps_crack": box_hits / PHOTOS,
+        "peak_cell_footprint_touches_crack": cell_hits / PHOTOS,
+        "routed_screen_damage": damage_routes / PHOTOS,
+    }
+    for name, value in figures.items():
+        record_property(name, value)
+    print(f"\nCAM peak vs crack on {PHOTOS} generated damaged-screen photos: {figures}")
+    assert box_hits / PHOTOS >= REQUIRED, f"{figures}; misses (seed, route, class, box, crack box): {misses}"
