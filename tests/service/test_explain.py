@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +310,33 @@ def test_explain_cli_reports_unreadable_files(random_model_dir: Path, tmp_path: 
     assert "error 415" in capsys.readouterr().err
     assert explain_file(tmp_path / "missing.jpg", tmp_path / "out", model=random_model_dir / "triage.onnx") == 1
     assert not (tmp_path / "out" / "explanation.json").exists()
+
+
+NO_TORCH = """
+import importlib.abc, sys
+from pathlib import Path
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "onnx"):
+            raise ImportError(f"the explanation path imported {name}")
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+import service.explain_api, service.page
+from service.explain_cli import explain_file
+raise SystemExit(explain_file(Path(sys.argv[1]), Path(sys.argv[2]), model=Path(sys.argv[3]), erf=True, channels=1))
+"""
+
+
+def test_explanations_need_neither_torch_nor_onnx(random_model_dir: Path, kit: Any, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(kit.encode(kit.scene(), "JPEG"))
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(photo), str(tmp_path / "out"), str(random_model_dir / "triage.onnx")],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert (tmp_path / "out" / "explanation.json").exists()
