@@ -17,4 +17,16 @@ from model.synth.imagefolder import write_imagefolder
 from model.synth.photo import SynthPhoto
 from model.synth.render import render_photo
 
-__all__ = ["CLASSES", "HELD_OUT", "SPLITS", "SynthPhoto", "render_photo", "sample_factors", "write_imagefolder"]
+#: Bump whenever rendering changes, so that cached datasets are rebuilt.
+GENERATOR_VERSION = "2"
+
+__all__ = [
+    "CLASSES",
+    "GENERATOR_VERSION",
+    "HELD_OUT",
+    "SPLITS",
+    "SynthPhoto",
+    "render_photo",
+    "sample_factors",
+    "write_imagefolder",
+]

@@ -16,7 +16,8 @@ from PIL import Image, ImageChops, ImageDraw
 from model.synth.cracks import CrackPattern
 from model.synth.geometry import apply_h
 
-WIDTH_PER_LONG_SIDE = {"hairline": 1 / 1500, "thin": 1 / 700, "thick": 1 / 350}
+# At the model's 256 px input these are about 0.37, 0.57 and 1.0 px: every fracture stays visible to it.
+WIDTH_PER_LONG_SIDE = {"hairline": 1 / 700, "thin": 1 / 450, "thick": 1 / 250}
 LEVEL_WIDTH = (1.0, 0.65, 0.4)  # main cracks, branches and rings, crush-zone fragments
 LEVEL_STRENGTH = (1.0, 0.85, 0.65)
 
