@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def layer_table(net: TriageNet) -> list[dict[str, Any]]:
     """Per stage: output shape at the model's input size and the receptive field (size, jump, start)."""
     from model.receptive_field import table
 
-    return table(net.config)
+    return [asdict(row) for row in table(net.config)]
 
 
 def max_logit_difference(net: TriageNet, onnx_path: Path, batch: np.ndarray) -> float:
