@@ -1,0 +1,39 @@
+"""int8 QDQ quantisation: the quantised graph really holds int8 weights and stays close to the fp32 model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from export.quantize import format_table, latency_ms, quantize_model
+from model.config import Preprocessing
+from model.preprocess import normalize
+
+
+def test_quantised_model_has_int8_weights_and_tracks_fp32(random_model_dir: Path, tmp_path: Path) -> None:
+    spec = Preprocessing()
+    rng = np.random.default_rng(0)
+    # Smooth random photos: blocky colour fields, so activations look like a photo's rather than white noise.
+    photos = np.kron(rng.integers(0, 256, (24, 16, 16, 3)), np.ones((1, 16, 16, 1))).astype(np.uint8)
+    out = quantize_model(random_model_dir / "triage.onnx", tmp_path / "int8.onnx", photos[:16], spec)
+
+    graph = onnx.load(str(out)).graph
+    assert any(node.op_type == "DequantizeLinear" for node in graph.node)
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
+
+    x = normalize(photos[16:], spec)
+    fp32 = ort.InferenceSession(str(random_model_dir / "triage.onnx"), providers=["CPUExecutionProvider"])
+    int8 = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    a, b = fp32.run(["logits"], {"input": x})[0], int8.run(["logits"], {"input": x})[0]
+    spread = np.abs(a).max()
+    assert np.abs(a - b).max() <= 0.1 * spread, (a, b)
+    assert latency_ms(int8, x[:1], repeat=2) > 0
+
+
+def test_table_lists_both_models() -> None:
+    row = {"accuracy": 0.9, "batch1_ms": 1.0, "batch8_ms": 5.0, "bytes": 2_000_000}
+    table = format_table({"results": {"fp32": row, "int8": {**row, "accuracy": 0.89}}})
+    assert "| fp32 | 90.00% | 1.00 | 5.00 | 2.00 |" in table and "| int8 | 89.00% |" in table
