@@ -10,7 +10,6 @@ so the rest of the ticket is still routed.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import time
 from dataclasses import dataclass
@@ -73,18 +72,39 @@ def _check_count(request: Request, count: int, limits: UploadLimits, what: str) 
         )
 
 
+def field_bytes(text: str) -> bytes:
+    """The bytes of a ``file`` part sent without a filename, which the form parser hands over as text.
+
+    The parser decodes such a part as UTF-8 when it is valid UTF-8 and as Latin-1 otherwise; this inverts that.
+    Latin-1 bytes that are valid UTF-8 would have been decoded as UTF-8, so they cannot be what was sent; bytes that
+    are not valid UTF-8 are what was sent (every supported image: 0xFF and 0x89, their first bytes, never start
+    UTF-8). The one ambiguity, valid UTF-8 text within U+0000..U+00FF, is not an image either way.
+    """
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+    return text.encode("utf-8")
+
+
 def _too_large(size: int, limits: UploadLimits) -> IntakeError:
     return IntakeError(413, f"file is {size} bytes; the limit is {limits.max_bytes}", "too_large")
 
 
 async def _read_multipart(request: Request, limits: UploadLimits) -> list[UploadedPhoto]:
     photos: list[UploadedPhoto] = []
-    async with request.form(max_files=limits.max_images + 100, max_fields=limits.max_images + 100) as form:
+    # A part without a filename is held in memory as text; let it be as large as a photo may be.
+    fields = limits.max_images + 100
+    async with request.form(max_files=fields, max_fields=fields, max_part_size=limits.max_bytes) as form:
         parts = form.getlist("file")
         _check_count(request, len(parts), limits, "one or more multipart 'file' parts")
         for part in parts:
             if not isinstance(part, UploadFile):
-                photos.append(UploadedPhoto(None, part.encode("utf-8")))
+                photos.append(UploadedPhoto(None, field_bytes(part)))
             elif part.size is not None and part.size > limits.max_bytes:
                 photos.append(UploadedPhoto(part.filename, error=_too_large(part.size, limits)))
             else:
@@ -98,7 +118,7 @@ def _decode_base64(text: str, limits: UploadLimits) -> UploadedPhoto:
         return UploadedPhoto(None, error=_too_large(len(compact) // 4 * 3, limits))
     try:
         return UploadedPhoto(None, base64.b64decode(compact, validate=True))
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or a character outside ASCII
         return UploadedPhoto(None, error=IntakeError(422, f"image is not valid base64: {exc}", "bad_base64"))
 
 
