@@ -78,11 +78,12 @@ class NetworkConfig:
     """The CNN: named stages, then global average pool and a linear head."""
 
     stages: tuple[Stage, ...] = (
-        Stage("stage1", 16, stride=2),
-        Stage("stage2", 32),
+        Stage("stage1", 24, stride=2),
+        Stage("stage2", 48),
         Stage("stage3", 64),
-        Stage("stage4", 96, pool=0),
-        Stage("stage5", 128, padding=2, dilation=2, pool=0),
+        Stage("stage4", 96),
+        Stage("stage5", 128, pool=0),
+        Stage("stage6", 128, pool=0),
     )
     in_channels: int = 3
     num_classes: int = len(CLASSES)

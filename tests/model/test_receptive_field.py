@@ -81,7 +81,7 @@ def test_analytic_boxes_equal_gradient_support_for_every_stage() -> None:
     (``margin`` is a multiple of every jump and exceeds every overhang, so the whole unclipped box is real input)."""
     size = CONFIG.preprocessing.size
     fields = stage_fields(CONFIG)
-    margin = 64
+    margin = 128
     assert all(margin % f.jump == 0 and margin >= -f.first_edge for f in fields.values())
     proxy, marks = geometry_proxy(CONFIG, seed=0)
     small = torch.randn(1, 3, size, size, dtype=torch.float64)
@@ -153,17 +153,19 @@ def test_recurrences_and_default_table() -> None:
         assert f.start == f.first_edge + f.size / 2
     rows = table(NetworkConfig())
     assert [(r.name, r.shape, r.size, r.jump, r.start) for r in rows] == [
-        ("stage1", (16, 64, 64), 5, 4, 1.5),
-        ("stage2", (32, 32, 32), 17, 8, 3.5),
+        ("stage1", (24, 64, 64), 5, 4, 1.5),
+        ("stage2", (48, 32, 32), 17, 8, 3.5),
         ("stage3", (64, 16, 16), 41, 16, 7.5),
-        ("stage4", (96, 16, 16), 73, 16, 7.5),
-        ("stage5", (128, 16, 16), 137, 16, 7.5),
+        ("stage4", (96, 8, 8), 89, 32, 15.5),
+        ("stage5", (128, 8, 8), 153, 32, 15.5),
+        ("stage6", (128, 8, 8), 217, 32, 15.5),
     ]
-    assert "| stage5 | (128, 16, 16) | 137 | 16 | 7.5 |" in format_table(rows)
-    corner = cell_field(NetworkConfig(), "stage5", 0, 15)
-    assert corner.box == UnclippedBox(179, -61, 316, 76) and corner.clipped == ClippedBox(179, 0, 256, 76)
-    with pytest.raises(ValueError, match=r"outside stage5's map of size \(16, 16\)"):
-        cell_field(NetworkConfig(), "stage5", 16, 0)
+    assert "| stage6 | (128, 8, 8) | 217 | 32 | 15.5 |" in format_table(rows)
+    # Top-right cell: centre (15.5 + 7 * 32, 15.5) = (239.5, 15.5), half-size 108.5.
+    corner = cell_field(NetworkConfig(), "stage6", 0, 7)
+    assert corner.box == UnclippedBox(131, -93, 348, 124) and corner.clipped == ClippedBox(131, 0, 256, 124)
+    with pytest.raises(ValueError, match=r"outside stage6's map of size \(8, 8\)"):
+        cell_field(NetworkConfig(), "stage6", 8, 0)
 
 
 # Pillow's transpose that *undoes* each EXIF orientation (what decoding applies), and its inverse (to encode).

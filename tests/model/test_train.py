@@ -1,0 +1,84 @@
+"""The training and export pipeline end to end on a tiny run, and ImageFolder intake for user data."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from model.card import CARD_NAME, CHECKPOINT_NAME, ONNX_NAME, sha256_file
+from model.config import CLASSES, NetworkConfig, Preprocessing
+from model.data import image_folder, split_seeds, stratified_split
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export.pipeline import export_artifacts
+    from model.train import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    train(TrainOptions(out=out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32, batch_size=16))
+    export_artifacts(out / CHECKPOINT_NAME, out)
+    return out
+
+
+def test_training_writes_a_card_with_calibration_metrics_and_hashes(tiny_run: Path) -> None:
+    card = json.loads((tiny_run / CARD_NAME).read_text())
+    assert card["classes"] == list(CLASSES)
+    assert card["calibration"]["temperature"] > 0
+    assert 0.5 <= card["calibration"]["review_threshold"] <= 1.0
+    for split in ("test", "shifted"):
+        assert set(card["metrics"][split]) >= {"accuracy", "per_class", "confusion", "ece", "routing"}
+    for name in (CHECKPOINT_NAME, ONNX_NAME):
+        assert card["artifacts"][name]["sha256"] == sha256_file(tiny_run / name)
+    assert [row["name"] for row in card["layers"]] == list(NetworkConfig().stage_names)
+    assert card["training"]["data"]["held_out_factors"]
+
+
+def test_exported_onnx_carries_preprocessing_classes_and_stage_outputs(tiny_run: Path) -> None:
+    proto = onnx.load(str(tiny_run / ONNX_NAME))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert Preprocessing.from_dict(json.loads(meta["preprocessing"])) == Preprocessing()
+    assert json.loads(meta["classes"]) == list(CLASSES)
+    assert [o.name for o in proto.graph.output] == ["logits", *NetworkConfig().stage_names]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+
+
+def test_split_seed_ranges_are_disjoint() -> None:
+    ranges = {s: set(split_seeds(s, 5000, seed=3).tolist()) for s in ("train", "val", "test", "shifted")}
+    names = list(ranges)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not ranges[a] & ranges[b]
+
+
+def _jpeg(colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), colour).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_image_folder_skips_unreadable_files_and_reports_them(tmp_path: Path) -> None:
+    for label, name in enumerate(CLASSES):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            (tmp_path / name / f"{i}.jpg").write_bytes(_jpeg((label * 200, i * 50, 0)))
+    (tmp_path / "screen_damage" / "broken.jpg").write_bytes(b"not a photo")
+    data, skipped = image_folder(tmp_path, Preprocessing(size=32))
+    assert len(data) == 6 and data.pixels.shape == (6, 32, 32, 3)
+    assert np.bincount(data.labels).tolist() == [3, 3]
+    assert [p.name for p, _ in skipped] == ["broken.jpg"]
+    train, val = stratified_split(data, (2 / 3, 1 / 3), seed=0)
+    assert np.bincount(train.labels).tolist() == [2, 2] and np.bincount(val.labels).tolist() == [1, 1]
+
+
+def test_image_folder_names_the_missing_class_folder(tmp_path: Path) -> None:
+    (tmp_path / "screen_damage").mkdir()
+    with pytest.raises(FileNotFoundError, match="general_returns"):
+        image_folder(tmp_path, Preprocessing())
