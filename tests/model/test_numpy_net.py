@@ -142,5 +142,6 @@ def test_errors_name_shapes_and_stages() -> None:
         ours.backward(trace)
     with pytest.raises(ValueError, match=r"lack 'head\.bias'"):
         NumpyTriageNet.from_weights(SMALL, {k: v for k, v in weights.items() if k != "head.bias"})
-    with pytest.raises(ValueError, match=r"has shape \(4, 3, 3, 3\), the config needs \(16, 3, 3, 3\)"):
+    needs = NetworkConfig().stages[0].channels
+    with pytest.raises(ValueError, match=rf"has shape \(4, 3, 3, 3\), the config needs \({needs}, 3, 3, 3\)"):
         NumpyTriageNet.from_weights(NetworkConfig(), weights)
