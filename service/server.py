@@ -29,6 +29,7 @@ from service.engine_api import EngineAPI
 from service.explain_api import ExplainAPI
 from service.logs import configure_logging
 from service.metrics import MULTIPROC_ENV, live_models, render, use_metrics_dir
+from service.openapi import describe_api
 from service.page import PAGE_PATH, add_page_routes
 from service.request_context import RequestContextMiddleware
 from service.route_api import RouteAPI
@@ -114,6 +115,7 @@ def build_server(settings: Settings, card: dict[str, Any], plan: DevicePlan) -> 
     add_page_routes(server.app)
     for api in apis:
         api.configure_app(server.app)
+    describe_api(server.app, api_key=settings.api_key is not None, max_images=settings.max_images)
     return server
 
 

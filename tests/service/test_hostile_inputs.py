@@ -221,3 +221,16 @@ def test_service_survives_the_corpus(hostile: Hostile) -> None:
     log = hostile.served.log.read_text(errors="replace")
     assert "Traceback" not in log, log[-4000:]
     assert hostile.served.proc.poll() is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="parse_options checks channels with str.isdigit(), which accepts '²' that int() then rejects: "
+    "POST /v1/explain?channels=² is answered 500 instead of 400",
+)
+def test_a_non_ascii_digit_in_channels_is_an_option_error() -> None:
+    from service.explain_options import OptionError, parse_options
+
+    with pytest.raises(OptionError):
+        parse_options({"channels": "²"})
