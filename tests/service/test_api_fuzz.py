@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
+from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -33,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from service.openapi import openapi_schema
 from tests.service.test_serve_e2e import Served, start, stop
 
 KEY = "fuzz-key"
@@ -153,3 +155,18 @@ def test_generated_requests_get_documented_answers(fuzz: Fuzz, label: str, mode:
 
 def test_plan_sends_at_least_1000_requests() -> None:
     assert sum(fewest for _, fewest in PLAN.values()) >= 1000
+
+
+def test_without_a_key_the_description_asks_for_no_credentials() -> None:
+    app = FastAPI()
+    for path in ("/v1/route", "/v1/explain"):
+        app.add_api_route(path, lambda: None, methods=["POST"])
+    app.add_api_route("/v1/model", lambda: None, methods=["GET"])
+    schema = openapi_schema(app, api_key=False, max_images=3, layers=("stage1", "stage2"))
+    assert set(schema["paths"]) == {"/v1/route", "/v1/explain", "/v1/model"}  # only what the app serves
+    assert "securitySchemes" not in schema["components"]
+    route = schema["paths"]["/v1/route"]["post"]
+    assert "security" not in route and "401" not in route["responses"]
+    assert route["requestBody"]["content"]["application/json"]["schema"]["properties"]["images"]["maxItems"] == 3
+    layers = schema["paths"]["/v1/explain"]["post"]["parameters"][0]
+    assert layers["name"] == "layers" and layers["schema"]["items"]["enum"] == ["stage1", "stage2"]
