@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 Post = Callable[[str, bytes, dict[str, str]], int]
 CASES = (
     ("route", "/v1/route", {}),
-    ("explain (png, 6 channels)", "/v1/explain", {}),
+    ("explain (png, default: 4 channels)", "/v1/explain", {}),
+    ("explain (png, 6 channels)", "/v1/explain", {"channels": "6"}),
     ("explain (png, 1 channel)", "/v1/explain", {"channels": "1"}),
     ("explain (json arrays)", "/v1/explain", {"format": "json"}),
 )

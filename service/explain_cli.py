@@ -16,7 +16,7 @@ from typing import Any
 
 from service.engine import TriageEngine
 from service.explain import Explainer
-from service.explain_options import ExplainOptions
+from service.explain_options import DEFAULT_CHANNELS, ExplainOptions
 from service.intake import IntakeError, IntakeLimits, read_photo
 
 JSON_NAME = "explanation.json"
@@ -47,7 +47,7 @@ def write_explanation(result: dict[str, Any], out: Path) -> list[Path]:
     return [out / name for name in names if name]
 
 
-def explain_file(file: Path, out: Path, *, model: Path, erf: bool = True, channels: int = 6) -> int:
+def explain_file(file: Path, out: Path, *, model: Path, erf: bool = True, channels: int = DEFAULT_CHANNELS) -> int:
     """Explain ``file`` with the model at ``model``; 0 on success, 1 (with the reason on stderr) otherwise."""
     try:
         data = Path(file).read_bytes()

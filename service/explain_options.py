@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 FORMATS = ("png", "json")
-DEFAULT_CHANNELS = 6
+DEFAULT_CHANNELS = 4
 MAX_CHANNELS = 512
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")

@@ -23,6 +23,7 @@ from model.config import CLASSES, NEEDS_REVIEW, NetworkConfig
 from model.preprocess import letterbox_geometry
 from model.receptive_field import cell_field_in_photo
 from model.synth.photo import ORIENTATION_TAG, sensor_pixels
+from service.explain_options import DEFAULT_CHANNELS
 from service.server import build_server, preflight
 from service.settings import Settings
 
@@ -87,7 +88,7 @@ def test_explains_a_photo(client: TestClient, kit: Any) -> None:
     assert body["model"]["name"] == "random-test-model" and body["provider"] == "CPUExecutionProvider"
     assert [layer["name"] for layer in body["layers"]] == STAGES
     for layer in body["layers"]:
-        assert len(layer["channels"]) == 6
+        assert len(layer["channels"]) == DEFAULT_CHANNELS
         for channel in layer["channels"]:
             picture = Image.open(io.BytesIO(base64.b64decode(channel["png"])))
             assert picture.size == (layer["shape"][2] * layer["upscale"], layer["shape"][1] * layer["upscale"])
