@@ -77,6 +77,16 @@ def summarize(gradient: np.ndarray, box: UnclippedBox) -> ErfSummary:
     return ErfSummary(mass, in_box, in_centre, centre_area, radius90, total)
 
 
+def box_crop(mass: np.ndarray, box: UnclippedBox) -> np.ndarray:
+    """``mass (S, S)`` inside ``box`` as a ``(box height, box width)`` array; zero where the box leaves the input."""
+    s = mass.shape[0]
+    out = np.zeros((box.y1 - box.y0, box.x1 - box.x0), dtype=mass.dtype)
+    ya, yb, xa, xb = max(box.y0, 0), min(box.y1, s), max(box.x0, 0), min(box.x1, s)
+    if yb > ya and xb > xa:
+        out[ya - box.y0 : yb - box.y0, xa - box.x0 : xb - box.x0] = mass[ya:yb, xa:xb]
+    return out
+
+
 class ErfEngine:
     """Traces one input through the NumPy network and differentiates single cells of its stage maps."""
 

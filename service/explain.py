@@ -24,7 +24,7 @@ from PIL import Image
 from model.preprocess import Letterbox, Prepared
 from model.receptive_field import Field, UnclippedBox, stage_fields
 from service import explain_images as img
-from service.erf import ErfEngine, numpy_net, summarize
+from service.erf import ErfEngine, box_crop, numpy_net, summarize
 from service.explain_options import ExplainOptions
 from service.onnx_weights import OnnxGraph, head_weights, read_onnx, stage_convs
 from service.routing import Decision
@@ -110,9 +110,9 @@ class Explainer:
         trace = self.erf_engine.trace(prepared.tensor) if options.erf else None
         entries = []
         for name in layers:
-            entry, argmax = self._layer(name, outputs[name], geo, options)
+            entry, argmax, boxes = self._layer(name, outputs[name], geo, options)
             if trace is not None:
-                entry["erf"] = self._erf_entry(trace, name, argmax, prepared, display)
+                entry["erf"] = self._erf_entry(trace, name, argmax, boxes)
             entries.append(entry)
         result: dict[str, Any] = {
             **decision.to_dict(),
@@ -139,7 +139,7 @@ class Explainer:
 
     def _layer(
         self, name: str, maps: np.ndarray, geo: Letterbox, options: ExplainOptions
-    ) -> tuple[dict[str, Any], tuple[int, int, int]]:
+    ) -> tuple[dict[str, Any], tuple[int, int, int], CellBoxes]:
         c, h, w = maps.shape
         field = self.fields[name]
         boxes = cell_boxes(field, geo)
@@ -184,7 +184,7 @@ class Explainer:
             "upscale": img.upscale_factor(h, w),
             "channels": channels,
         }
-        return entry, (top, y, x)
+        return entry, (top, y, x), boxes
 
     def _cam(
         self,
@@ -219,24 +219,24 @@ class Explainer:
             result["overlay_png"] = img.png_base64(img.overlay(photo, heat), colours=256)
         return result
 
-    def _erf_entry(
-        self, trace: Any, name: str, argmax: tuple[int, int, int], prepared: Prepared, display: tuple[int, int]
-    ) -> dict[str, Any]:
+    def _erf_entry(self, trace: Any, name: str, argmax: tuple[int, int, int], boxes: CellBoxes) -> dict[str, Any]:
+        """The argmax cell's effective receptive field; ``png`` is its input-gradient magnitude over exactly the
+        theoretical box (network-input pixels, nearest-upscaled), so where inside the box it acts is visible."""
         channel, y, x = argmax
         field = self.fields[name]
         x0, y0 = field.first_edge + x * field.jump, field.first_edge + y * field.jump
         box = UnclippedBox(x0, y0, x0 + field.size, y0 + field.size)
         summary = summarize(self.erf_engine.cell_gradient(trace, name, y, x, channel), box)
-        heat = img.scaled(img.input_to_photo(summary.gradient, prepared.geometry, display))
         return {
             "cell": [y, x],
             "channel": channel,
+            "box": boxes.box(y, x),
             "mass_in_box": summary.in_box,
             "mass_in_centre": summary.in_centre,
             "centre_area": summary.centre_area,
             "radius90": summary.radius90,
             "box_half_side": field.size / 2,
-            "overlay_png": img.png_base64(img.overlay(prepared.photo.image, heat, opacity=0.85), colours=256),
+            "png": img.png_base64(img.feature_map_image(box_crop(summary.gradient, box), img.INFERNO)),
         }
 
 

@@ -3,7 +3,8 @@
 Writes ``DIR/explanation.json`` (what ``POST /v1/explain`` answers, each base64 PNG replaced by the name of the
 file it was written to), ``DIR/cam_overlay.png`` (the class-activation map over the photo),
 ``DIR/<stage>_channel<k>.png`` (the top channels of every stage) and ``DIR/<stage>_erf.png`` (the effective
-receptive field of each stage's argmax cell). Uses ONNX Runtime and NumPy only, like the service.
+receptive field of each stage's argmax cell, over its theoretical box). ONNX Runtime and NumPy only, like the
+service.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ def write_explanation(result: dict[str, Any], out: Path) -> list[Path]:
             if "png" in channel:
                 channel["file"] = _write_png(out, f"{layer['name']}_channel{channel['index']}.png", channel.pop("png"))
         erf = layer.get("erf")
-        if erf and "overlay_png" in erf:
-            erf["overlay_file"] = _write_png(out, f"{layer['name']}_erf.png", erf.pop("overlay_png"))
+        if erf and "png" in erf:
+            erf["file"] = _write_png(out, f"{layer['name']}_erf.png", erf.pop("png"))
     (out / JSON_NAME).write_text(json.dumps(result, indent=1) + "\n")
     names = [JSON_NAME, cam.get("overlay_file")]
     names += [c.get("file") for layer in result["layers"] for c in layer["channels"]]
-    names += [(layer.get("erf") or {}).get("overlay_file") for layer in result["layers"]]
+    names += [(layer.get("erf") or {}).get("file") for layer in result["layers"]]
     return [out / name for name in names if name]
 
 

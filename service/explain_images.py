@@ -61,14 +61,13 @@ def _paletted(index: np.ndarray, lut: np.ndarray) -> Image.Image:
     return image
 
 
-def feature_map_image(channel: np.ndarray) -> Image.Image:
-    """One channel ``(H, W)`` -> a viridis image ``(W*f, H*f)``, nearest-neighbour upscaled by ``upscale_factor``.
-
-    Paletted (one byte per pixel): the same picture as RGB at a third of the encoding work.
+def feature_map_image(channel: np.ndarray, lut: np.ndarray = VIRIDIS) -> Image.Image:
+    """One map ``(H, W)`` -> an image ``(W*f, H*f)`` (0 to its maximum through ``lut``), nearest-neighbour upscaled
+    by ``upscale_factor``. Paletted (one byte per pixel): the same picture as RGB at a third of the encoding work.
     """
     f = upscale_factor(*channel.shape)
     index = np.repeat(np.repeat(_index(scaled(channel)), f, axis=0), f, axis=1)
-    return _paletted(index, VIRIDIS)
+    return _paletted(index, lut)
 
 
 def png_bytes(image: Image.Image | np.ndarray, *, colours: int | None = None) -> bytes:

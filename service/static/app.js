@@ -120,14 +120,23 @@ function renderLayer(layer) {
     erf.className = "erf";
     const img = document.createElement("img");
     img.alt = `${layer.name} effective receptive field`;
-    img.src = `data:image/png;base64,${layer.erf.overlay_png}`;
+    img.src = `data:image/png;base64,${layer.erf.png}`;
+    img.title = `photo box [${layer.erf.box.join(", ")}]`;
     const caption = document.createElement("figcaption");
     caption.className = "hint";
     caption.textContent = layer.erf.mass_in_box === null
       ? "Effective receptive field: this cell did not respond to the photo."
-      : `Effective receptive field of the strongest cell: ${percent(layer.erf.mass_in_centre)} of its influence ` +
+      : `Effective receptive field of the strongest cell, over its whole theoretical box (photo pixels ` +
+        `[${layer.erf.box.join(", ")}]): ${percent(layer.erf.mass_in_centre)} of its influence ` +
         `comes from the central ${percent(layer.erf.centre_area)} of its theoretical box; 90% from within ` +
         `${layer.erf.radius90} of ${layer.erf.box_half_side} pixels of the centre.`;
+    const showBox = () => {
+      drawBox($("cell-box"), layer.erf.box);
+      $("cell-info").textContent = `${layer.name}: theoretical receptive field of the strongest cell, ` +
+        `[${layer.erf.box.join(", ")}] in photo pixels.`;
+    };
+    img.addEventListener("mouseenter", showBox);
+    img.addEventListener("click", showBox);
     erf.append(img, caption);
     section.append(erf);
   }

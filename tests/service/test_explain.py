@@ -229,7 +229,10 @@ def test_effective_receptive_field_stays_in_the_box_and_gathers_at_its_centre(
         if layer["name"] != STAGES[0]:  # (the first stage's tiny field is one conv window picked by a max-pool)
             # the centre (about a quarter of the box's pixels) holds more than its share of the influence
             assert erf["mass_in_centre"] > erf["centre_area"] > 0.2, layer["name"]
-        assert Image.open(io.BytesIO(base64.b64decode(erf["overlay_png"]))).size == (320, 320)
+        side = stage_fields(CONFIG)[layer["name"]].size  # the picture is the theoretical box, cell for pixel
+        picture = Image.open(io.BytesIO(base64.b64decode(erf["png"])))
+        assert picture.size == (side * img.upscale_factor(side, side),) * 2
+        assert erf["box"] == layer["argmax"]["box"]
 
 
 def test_layer_selection(model: tuple[TriageEngine, Explainer], kit: Any) -> None:
@@ -297,7 +300,7 @@ def test_explain_cli_writes_json_and_pictures(random_model_dir: Path, kit: Any, 
     assert result["file"] == str(photo) and result["photo"]["width"] == 289 and result["photo"]["height"] == 403
     assert Image.open(out / result["cam"]["overlay_file"]).size == (289, 403)
     for layer in result["layers"]:
-        assert Image.open(out / layer["erf"]["overlay_file"]).format == "PNG"
+        assert Image.open(out / layer["erf"]["file"]).format == "PNG"
         for channel in layer["channels"]:
             assert "png" not in channel and Image.open(out / channel["file"]).format == "PNG"
     assert_boxes_are_analytic(result, 289, 403)
