@@ -14,6 +14,7 @@ Shared by the HTTP service (``/v1/route``, ``/v1/explain``) and in-process ``tri
 from __future__ import annotations
 
 import io
+import re
 import struct
 import time
 import warnings
@@ -29,6 +30,8 @@ pillow_heif.register_heif_opener()
 
 # What Pillow raises on corrupt or truncated data, across its plugins and pillow-heif. Anything else is a bug.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+# Pillow names the in-memory file in some messages ("cannot identify image file <_io.BytesIO object at 0x...>").
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
@@ -52,6 +55,10 @@ class IntakeError(ValueError):
     def __reduce__(self) -> tuple[type[IntakeError], tuple[int, str, str]]:
         # Crosses process boundaries (HTTP server -> inference worker) inside queued requests.
         return (IntakeError, (self.status, self.message, self.reason))
+
+
+def _undecodable(kind: str, exc: BaseException) -> IntakeError:
+    return IntakeError(422, f"{kind} image cannot be decoded: {_OBJECT_REPR.sub('', str(exc))}", "undecodable")
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ def check_photo(data: bytes, limits: IntakeLimits) -> str:
         except Image.DecompressionBombError as exc:
             raise IntakeError(413, f"image is too large to decode: {exc}", "too_many_pixels") from exc
         except _DECODE_ERRORS as exc:
-            raise IntakeError(422, f"{kind} image cannot be decoded: {exc}", "undecodable") from exc
+            raise _undecodable(kind, exc) from exc
     if width * height > limits.max_pixels:
         raise IntakeError(
             413, f"image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels", "too_many_pixels"
@@ -120,7 +127,7 @@ def read_photo(
     except Image.DecompressionBombError as exc:
         raise IntakeError(413, f"image is too large to decode: {exc}", "too_many_pixels") from exc
     except _DECODE_ERRORS as exc:
-        raise IntakeError(422, f"{kind} image cannot be decoded: {exc}", "undecodable") from exc
+        raise _undecodable(kind, exc) from exc
     t1 = time.perf_counter()
     pixels, geo = letterbox(photo, spec)
     tensor = normalize(pixels, spec)

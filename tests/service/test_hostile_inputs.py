@@ -130,6 +130,8 @@ def problems(endpoint: str, case: Case, response: httpx.Response) -> list[str]:
     found = []
     if response.status_code != expected:
         found.append(f"status {response.status_code}, expected {expected}: {response.text[:300]}")
+    if " object at 0x" in response.text:
+        found.append(f"names a server-side object: {response.text[:300]}")
     try:
         body: Any = response.json()
     except ValueError:
