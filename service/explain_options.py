@@ -68,7 +68,7 @@ def parse_options(query: Mapping[str, str], valid_layers: Sequence[str] | None =
     channels = DEFAULT_CHANNELS
     if "channels" in query:
         text = query["channels"].strip()
-        if not text.isdigit() or not 1 <= int(text) <= MAX_CHANNELS:
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_CHANNELS:  # isdigit alone takes "²"
             raise OptionError(f"channels must be a whole number from 1 to {MAX_CHANNELS}, got {query['channels']!r}")
         channels = int(text)
     fmt = query.get("format", "png").strip().lower()

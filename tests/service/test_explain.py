@@ -254,6 +254,8 @@ def test_layer_selection(model: tuple[TriageEngine, Explainer], kit: Any) -> Non
         ({"channels": "0"}, "channels must be a whole number from 1"),
         ({"channels": "three"}, "channels must be"),
         ({"channels": "-2"}, "channels must be"),
+        ({"channels": "²"}, "channels must be"),  # a digit to str.isdigit, not to int()
+        ({"channels": "١٢"}, "channels must be"),
         ({"format": "xml"}, "format must be one of png, json"),
         ({"erf": "maybe"}, "erf must be true or false"),
     ],
