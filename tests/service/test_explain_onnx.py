@@ -1,0 +1,107 @@
+"""The model file as explanations read it: the ONNX weight reader against the ``onnx`` package, the head the
+class-activation map uses, and an explanation run with neither torch nor ``onnx`` importable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from model.config import NetworkConfig
+from service.engine import TriageEngine
+from service.onnx_weights import OnnxFormatError, head_weights, read_onnx
+
+LAST = NetworkConfig().stage_names[-1]
+
+
+def test_onnx_reader_matches_the_onnx_package(random_model_dir: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(random_model_dir / "triage.onnx"))
+    graph = read_onnx(random_model_dir / "triage.onnx")
+    assert len(graph.initializers) == len(proto.graph.initializer) > 0
+    for tensor in proto.graph.initializer:
+        expected = numpy_helper.to_array(tensor)
+        assert graph.initializers[tensor.name].dtype == expected.dtype
+        assert np.array_equal(graph.initializers[tensor.name], expected)
+    assert graph.outputs == tuple(o.name for o in proto.graph.output)
+    assert graph.metadata == {p.key: p.value for p in proto.metadata_props}
+
+
+def test_onnx_reader_follows_identity_and_constant_nodes(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.array([0.5, -1.5], dtype=np.float32)
+    nodes = [
+        helper.make_node("Identity", ["w_stored"], ["w_alias"]),
+        helper.make_node("Constant", [], ["b_const"], value=numpy_helper.from_array(b)),
+        helper.make_node("ReduceMean", ["stage1"], ["pooled"], keepdims=0, axes=[2, 3]),
+        helper.make_node("Gemm", ["pooled", "w_alias", "b_const"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("stage1", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(w, "w_stored")],
+    )
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    weight, bias, last = head_weights(read_onnx(path))
+    np.testing.assert_array_equal(weight, w)
+    np.testing.assert_array_equal(bias, b)
+    assert last == "stage1"
+    path.write_bytes(b"\x0a\xff\xff\xff")  # a length running past the end of the file
+    with pytest.raises(OnnxFormatError):
+        read_onnx(path)
+
+
+def test_head_weights_are_the_trained_heads(random_model_dir: Path) -> None:
+    from model.network import build_network
+
+    weight, bias, last = head_weights(read_onnx(random_model_dir / "triage.onnx"))
+    net = build_network(seed=0)  # the fixture's network
+    assert last == LAST
+    np.testing.assert_array_equal(weight, net.head.weight.detach().numpy())
+    np.testing.assert_array_equal(bias, net.head.bias.detach().numpy())
+    engine = TriageEngine(random_model_dir / "triage.onnx", device="cpu")
+    x = np.random.default_rng(0).normal(size=(3, 3, 256, 256)).astype(np.float32)
+    out = engine.infer(x, ("logits", LAST))
+    np.testing.assert_allclose(out[LAST].mean(axis=(2, 3)) @ weight.T + bias, out["logits"], atol=1e-5)
+
+
+NO_TORCH = """
+import importlib.abc, sys
+from pathlib import Path
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "onnx"):
+            raise ImportError(f"the explanation path imported {name}")
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+import service.explain_api, service.page
+from service.explain_cli import explain_file
+raise SystemExit(explain_file(Path(sys.argv[1]), Path(sys.argv[2]), model=Path(sys.argv[3]), erf=True, channels=1))
+"""
+
+
+def test_explanations_need_neither_torch_nor_onnx(random_model_dir: Path, kit: Any, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(kit.encode(kit.scene(), "JPEG"))
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(photo), str(tmp_path / "out"), str(random_model_dir / "triage.onnx")],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert (tmp_path / "out" / "explanation.json").exists()
