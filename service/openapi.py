@@ -195,22 +195,23 @@ def _errors(*statuses: int) -> Schema:
         415: "not a supported image type, or a body that is neither multipart/form-data nor JSON",
         422: "an image that cannot be decoded",
         503: "the inference workers are still loading the model",
+        408: "the request body did not arrive within the request timeout",
         504: "no answer within the request timeout",
     }
     return {str(s): _json(_ref("Error"), reasons[s]) for s in statuses}
 
 
 def _operations(max_images: int, layers: Sequence[str] | None) -> dict[str, Schema]:
-    photo_errors = _errors(400, 401, 413, 415, 422, 504)
+    photo_errors = _errors(400, 401, 408, 413, 415, 422, 504)
     layer_items: Schema = {"type": "string", "enum": list(layers)} if layers else {"type": "string", "minLength": 1}
     explain_options = [
         {
             "name": "layers",
             "in": "query",
-            "description": "stages to explain (comma-separated); default: all",
+            "description": "stages to explain (comma-separated; repeats are ignored); default: all",
             "style": "form",
             "explode": False,
-            "schema": {"type": "array", "items": layer_items, "minItems": 1, "uniqueItems": True},
+            "schema": {"type": "array", "items": layer_items, "minItems": 1},
         },
         {
             "name": "channels",

@@ -3,7 +3,8 @@
 In order: give the request an id (``X-Request-ID`` echoed when sane, else a new one) and echo it in the response;
 check the API key on ``/v1/*`` when one is configured (401); refuse bodies declared larger than the limit (413)
 before reading them; bound the whole ``/v1/*`` request by ``request_timeout`` (504, so no client waits forever on
-a stuck worker); finally count the request by endpoint and status, time it, and write one JSON access-log line.
+a stuck worker; 408 when it is the client's body that stopped arriving); finally count the request by endpoint
+and status, time it, and write one JSON access-log line.
 ``/health`` and ``/metrics`` never need the key: probes and scrapers carry no credentials, and neither exposes
 customer data.
 """
@@ -106,13 +107,28 @@ class RequestContextMiddleware:
                     413, "payload_too_large", f"request body is {declared} bytes; the limit is {self.max_body_bytes}"
                 )
             elif protected:
+                body_complete = False
+
+                async def receive_tracked() -> Message:
+                    nonlocal body_complete
+                    message = await receive()
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        body_complete = True
+                    return message
+
                 try:
                     async with asyncio.timeout(self.request_timeout):
-                        await self.app(scope, receive, send_with_id)
+                        await self.app(scope, receive_tracked, send_with_id)
                 except TimeoutError:
-                    log.error("request timed out after %.1f s", self.request_timeout)
-                    if not response_started:
+                    log.error("request timed out after %.1f s (body complete: %s)", self.request_timeout, body_complete)
+                    if response_started:
+                        pass
+                    elif body_complete:
                         await answer(504, "timeout", f"no answer within {self.request_timeout:g} s")
+                    else:
+                        await answer(
+                            408, "body_timeout", f"the request body did not arrive within {self.request_timeout:g} s"
+                        )
             else:
                 await self.app(scope, receive, send_with_id)
         finally:

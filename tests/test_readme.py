@@ -27,7 +27,8 @@ def code_blocks(lang: str) -> list[str]:
 
 def make_recipe(target: str) -> list[str]:
     """The commands ``make TARGET`` would run (dry run: nothing is installed or started)."""
-    out = subprocess.run(["make", "-n", "-W", "pyproject.toml", target], cwd=ROOT, capture_output=True, text=True)
+    argv = ["make", "--no-print-directory", "-n", "-W", "pyproject.toml", target]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return [line for line in out.stdout.splitlines() if line.strip()]
 

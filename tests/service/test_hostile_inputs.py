@@ -231,12 +231,6 @@ def test_service_survives_the_corpus(hostile: Hostile) -> None:
     assert hostile.served.proc.poll() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="parse_options checks channels with str.isdigit(), which accepts '²' that int() then rejects: "
-    "POST /v1/explain?channels=² is answered 500 instead of 400",
-)
 def test_a_non_ascii_digit_in_channels_is_an_option_error() -> None:
     from service.explain_options import OptionError, parse_options
 
@@ -244,12 +238,6 @@ def test_a_non_ascii_digit_in_channels_is_an_option_error() -> None:
         parse_options({"channels": "²"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the request-timeout middleware answers 504 whatever the cause; a body that stops arriving is the "
-    "client's fault (408), not a server error",
-)
 def test_an_upload_that_stalls_is_a_client_timeout(hostile: Hostile) -> None:
     body, headers = multipart([Part(b"\xff\xd8\xff" + bytes(1000))])
     url = httpx.URL(hostile.served.url)
