@@ -104,3 +104,16 @@ def test_readme_model_figures_are_the_cards(split: str) -> None:
     recalls = {c: metrics["per_class"][c]["recall"] for c in metrics["per_class"]}
     assert cells[3] == f"{recalls['screen_damage']:.2%}" and cells[4] == f"{recalls['general_returns']:.2%}"
     assert cells[5] == f"{metrics['ece']:.4f}"
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_readme_quantisation_figures_are_the_cards(variant: str) -> None:
+    measured = read_card(ARTIFACTS / CARD_NAME)["quantization"]["results"][variant]
+    row = next(ln for ln in README.splitlines() if ln.startswith(f"| {variant} |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:] == [
+        f"{measured['accuracy']:.2%}",
+        f"{measured['batch1_ms']:.2f}",
+        f"{measured['batch8_ms']:.2f}",
+        f"{measured['bytes'] / 1e6:.2f}",
+    ]
