@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +121,9 @@ def machine_cpu_seconds() -> float:
     return (sum(jiffies) - jiffies[3] - jiffies[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(model: Path, config: ServerConfig, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    model: Path, config: ServerConfig, log: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -128,6 +131,7 @@ def start_server(model: Path, config: ServerConfig, log: Path) -> tuple[subproce
     env.update(TRIAGE_MODEL_PATH=str(model), TRIAGE_HOST="127.0.0.1", TRIAGE_PORT=str(port), PYTHONPATH=str(ROOT))
     env.update(TRIAGE_WORKERS_PER_DEVICE=str(config.workers), TRIAGE_MAX_BATCH_SIZE=str(config.batch))
     env.update(TRIAGE_BATCH_TIMEOUT=str(config.timeout), TRIAGE_ORT_THREADS=str(config.threads))
+    env.update(extra_env or {})
     with log.open("wb") as out:
         proc = subprocess.Popen(SERVE, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -179,7 +183,15 @@ class LoadResult:
     other_cpu: float
 
 
-async def run_load(port: int, requests: list[bytes], c: int, args: argparse.Namespace, pgid: int) -> LoadResult:
+async def run_load(
+    port: int,
+    requests: list[bytes],
+    c: int,
+    args: argparse.Namespace,
+    pgid: int,
+    record: Callable[[float, float, str], None] | None = None,
+) -> LoadResult:
+    """``record(t0, t1, outcome)``, if given, sees every request: outcome "200", "HTTP <status>" or an exception."""
     warmup, seconds = args.warmup, args.seconds
     t_end = (t_warm := time.perf_counter() + warmup) + seconds
     result = LoadResult([], 0, 0.0, 0.0, 0.0)
@@ -191,12 +203,15 @@ async def run_load(port: int, requests: list[bytes], c: int, args: argparse.Name
             try:
                 status, body = await asyncio.wait_for(_exchange(reader, writer, next(photos)), 60)
                 ok = status == 200 and b'"route"' in body
-            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
-                ok = False
+                outcome = "200" if ok else f"HTTP {status}" + (" without route" if status == 200 else "")
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                ok, outcome = False, type(exc).__name__
                 writer.close()
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
             t1 = time.perf_counter()
             result.errors += not ok
+            if record is not None:
+                record(t0, t1, outcome)
             if ok and t0 >= t_warm and t1 <= t_end:
                 result.latencies.append(t1 - t0)
         writer.close()
