@@ -3,17 +3,18 @@
     .venv/bin/python bench/worker_kill.py [--model artifacts/triage.onnx] [--concurrency 16] [--before 10] \
         [--after 40] [--request-timeout 10]
 
-The service fails fast by design (docs/DEPLOY.md): when a process dies, the supervisor stops every process and
-exits with status 1, and the container's restart policy starts it again. This script plays that restart policy
-(it starts ``triage serve`` again on the same port as soon as it exits, like ``docker run --restart always``
-without back-off) while N client threads post generated 640x480 JPEGs to ``POST /v1/route`` throughout. After
-``--before`` seconds it SIGKILLs the route endpoint's inference worker (the worker whose CPU time grows under route
-load) and keeps the load on for ``--after`` seconds.
+The supervisor restarts a dead inference worker in place (docs/DEPLOY.md): same port, the HTTP processes stay up,
+the requests the dead worker had taken are answered 503, queued ones wait for the new worker. This script starts
+``triage serve`` once while N client threads post generated 640x480 JPEGs to ``POST /v1/route`` throughout and a
+probe asks ``/health`` every 50 ms. After ``--before`` seconds it SIGKILLs the route endpoint's inference worker (the
+worker whose CPU time grows under route load), keeps the load on for ``--after`` seconds, then stops the service
+with SIGTERM.
 
 Prints, in markdown: the success rate before the kill; how each request in flight at the kill ended and how long
-it took; whether any request took longer than the request timeout (a hang); the time from the kill to the old
-service's exit, to ``/health`` 200 from the restarted one, to its first 200 answer and to the start of the unbroken
-run of 200s that lasts to the end; the success rate over the last 10 seconds; processes of the old instance left.
+it took; whether any request took longer than the request timeout (a hang); when ``/health`` turned 503 and 200
+again; the time from the kill to the first 200 answer to a request sent after it and to the start of the unbroken
+run of 200s that lasts to the end; the success rate over the last 10 seconds; ``triage_worker_restarts_total``;
+whether the service stayed up, its exit status on SIGTERM and any process it left behind.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -36,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 SERVE = [sys.executable, "-m", "service.cli", "serve"]
 KEY = "bench-key"
+RESTARTS = "triage_worker_restarts_total"
 
 
 @dataclass
@@ -46,13 +48,11 @@ class Request:
 
 
 @dataclass
-class Instance:
+class Service:
     proc: subprocess.Popen[bytes]
-    started: float
-    healthy: float | None = None
-    exited: float | None = None
-    exit_code: int | None = None
-    left_behind: list[str] = field(default_factory=list)
+    still_up: bool = False  # running when the load stopped
+    exit_code: int | None = None  # after SIGTERM
+    left_behind: tuple[str, ...] = ()
 
 
 def free_port() -> int:
@@ -75,6 +75,10 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
     return members
 
 
+def inference_workers(pgid: int) -> list[int]:
+    return [pid for pid, command in group_members(pgid) if "spawn_main" in command]
+
+
 def cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
@@ -82,7 +86,7 @@ def cpu_ticks(pid: int) -> int:
 
 def route_worker(pgid: int, sample_s: float = 1.0) -> int:
     """The inference worker busiest over ``sample_s`` under route-only load: the route endpoint's."""
-    workers = [pid for pid, command in group_members(pgid) if "spawn_main" in command]
+    workers = inference_workers(pgid)
     if not workers:
         raise RuntimeError(f"no inference worker in process group {pgid}: {group_members(pgid)}")
     before = {pid: cpu_ticks(pid) for pid in workers}
@@ -90,63 +94,48 @@ def route_worker(pgid: int, sample_s: float = 1.0) -> int:
     return max(workers, key=lambda pid: cpu_ticks(pid) - before[pid])
 
 
-class RestartPolicy:
-    """Runs ``triage serve``; whenever it exits, notes how and starts it again, until stopped."""
+def start(env: dict[str, str], url: str, log: Path, timeout: float = 120) -> Service:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(SERVE, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"triage serve exited with {proc.returncode}; see {log}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return Service(proc)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"triage serve never became healthy; see {log}")
 
-    def __init__(self, env: dict[str, str], url: str, log: Path) -> None:
-        self.env, self.url, self.log = env, url, log
-        self.instances: list[Instance] = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _start(self) -> Instance:
-        with self.log.open("ab") as out:
-            proc = subprocess.Popen(
-                SERVE, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        instance = Instance(proc, time.monotonic())
-        self.instances.append(instance)
-        return instance
+def stop(service: Service) -> None:
+    service.still_up = service.proc.poll() is None
+    if service.still_up:
+        service.proc.send_signal(signal.SIGTERM)
+        try:
+            service.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(service.proc.pid, signal.SIGKILL)
+            service.proc.wait()
+    service.exit_code = service.proc.returncode
+    deadline = time.monotonic() + 10
+    while group_members(service.proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    service.left_behind = tuple(command[:80] for _, command in group_members(service.proc.pid))
 
-    def _run(self) -> None:
-        while not self.stopping.is_set():
-            instance = self.instances[-1] if self.instances else self._start()
-            while instance.proc.poll() is None and not self.stopping.is_set():
-                if instance.healthy is None:
-                    try:
-                        if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                            instance.healthy = time.monotonic()
-                    except httpx.TransportError:
-                        pass
-                time.sleep(0.05)
-            if self.stopping.is_set():
-                return
-            instance.exited, instance.exit_code = time.monotonic(), instance.proc.returncode
-            deadline = time.monotonic() + 10
-            while group_members(instance.proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            instance.left_behind = [command[:80] for _, command in group_members(instance.proc.pid)]
-            self._start()
 
-    def wait_healthy(self, timeout: float = 120) -> Instance:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.instances and self.instances[-1].healthy is not None:
-                return self.instances[-1]
-            time.sleep(0.1)
-        raise RuntimeError(f"triage serve never became healthy; see {self.log}")
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join()
-        for instance in self.instances:
-            if instance.proc.poll() is None:
-                instance.proc.send_signal(signal.SIGTERM)
-                try:
-                    instance.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(instance.proc.pid, signal.SIGKILL)
-                    instance.proc.wait()
+def probe_health(url: str, stop: threading.Event, out: list[tuple[float, str]]) -> None:
+    with httpx.Client(base_url=url, timeout=2) as client:
+        while not stop.is_set():
+            try:
+                outcome = str(client.get("/health").status_code)
+            except httpx.TransportError as exc:
+                outcome = type(exc).__name__
+            out.append((time.monotonic(), outcome))
+            time.sleep(0.05)
 
 
 def load(url: str, photos: list[bytes], client_timeout: float, stop: threading.Event, out: list[Request]) -> None:
@@ -164,6 +153,15 @@ def load(url: str, photos: list[bytes], client_timeout: float, stop: threading.E
             i += 1
 
 
+def restarts(url: str) -> str:
+    try:
+        text = httpx.get(url + "/metrics", timeout=5).text
+    except httpx.TransportError as exc:
+        return type(exc).__name__
+    lines = [line.removeprefix(RESTARTS) for line in text.splitlines() if line.startswith(RESTARTS + "{")]
+    return ", ".join(sorted(lines)) or "not exported"
+
+
 def make_photos(n: int = 16) -> list[bytes]:
     from model.synth import render_photo
 
@@ -178,7 +176,18 @@ def tally(requests: list[Request]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
 
 
-def report(requests: list[Request], instances: list[Instance], killed: float, victim: int, timeout: float) -> None:
+@dataclass
+class Kill:
+    at: float
+    victim: int
+    successor: list[int]
+    restarts: str
+
+
+def report(
+    requests: list[Request], health: list[tuple[float, str]], kill: Kill, service: Service, timeout: float
+) -> None:
+    killed = kill.at
     requests = sorted(requests, key=lambda r: r.start)
     before = [r for r in requests if r.end < killed]
     in_flight = [r for r in requests if r.start <= killed <= r.end]
@@ -191,25 +200,33 @@ def report(requests: list[Request], instances: list[Instance], killed: float, vi
         if r.outcome != "200":
             break
         unbroken = r
-    old, new = instances[0], (instances[1] if len(instances) > 1 else None)
     longest = max(r.end - r.start for r in requests)
+    not_ready = next((t for t, outcome in health if t > killed and outcome != "200"), None)
+    ready_again = next(
+        (t for t, outcome in health if not_ready is not None and t > not_ready and outcome == "200"), None
+    )
 
     def since(t: float | None) -> str:
         return "never" if t is None else f"{t - killed:.2f} s"
 
     rows = [
-        ("inference worker killed (SIGKILL)", f"pid {victim}"),
+        ("inference worker killed (SIGKILL)", f"pid {kill.victim}; new worker pid {kill.successor or 'none'}"),
         ("requests before the kill", f"{len(before)} ({tally(before)})"),
         ("requests in flight at the kill", f"{len(in_flight)} ({tally(in_flight)})"),
-        ("in-flight durations after the kill", ", ".join(f"{r.end - killed:.2f} s" for r in in_flight) or "-"),
+        (
+            "in-flight: outcome, time after the kill",
+            ", ".join(f"{r.outcome} {r.end - killed:.2f} s" for r in in_flight) or "-",
+        ),
         ("longest request", f"{longest:.2f} s (request timeout {timeout:g} s; over it: {longest > timeout})"),
-        ("old service exited", f"{since(old.exited)} after the kill, status {old.exit_code}"),
-        ("old service's processes left", str(old.left_behind or "none")),
-        ("restarted service /health 200", since(new.healthy if new else None)),
-        ("first 200 after the kill", since(first_ok.end if first_ok else None)),
+        ("/health not 200 from", since(not_ready)),
+        ("/health 200 again", since(ready_again)),
+        ("first 200 to a request sent after the kill", since(first_ok.end if first_ok else None)),
         ("unbroken 200s from", since(unbroken.start if unbroken else None)),
         ("requests after the kill", f"{len(after)} ({tally(after)})"),
         ("last 10 s", f"{len(tail)} requests, {sum(r.outcome == '200' for r in tail) / max(1, len(tail)):.1%} 200"),
+        (RESTARTS, kill.restarts),
+        ("service up until the end", "yes" if service.still_up else f"no (exit status {service.exit_code})"),
+        ("exit status on SIGTERM, processes left", f"{service.exit_code}, {list(service.left_behind) or 'none'}"),
     ]
     print("| what | figure |\n|---|---|")
     for what, figure in rows:
@@ -240,30 +257,33 @@ def main() -> int:
     )
     args.log.write_bytes(b"")
     photos = make_photos()
-    policy = RestartPolicy(env, url, args.log)
-    policy.thread.start()
+    service = start(env, url, args.log)
     requests: list[Request] = []
-    stop = threading.Event()
+    health: list[tuple[float, str]] = []
+    stopping = threading.Event()
     clients = [
-        threading.Thread(target=load, args=(url, photos, args.request_timeout + 20, stop, requests), daemon=True)
+        threading.Thread(target=load, args=(url, photos, args.request_timeout + 20, stopping, requests), daemon=True)
         for _ in range(args.concurrency)
     ]
+    clients.append(threading.Thread(target=probe_health, args=(url, stopping, health), daemon=True))
     try:
-        first = policy.wait_healthy()
         for thread in clients:
             thread.start()
         time.sleep(max(0.0, args.before - 1.0))
-        victim = route_worker(first.proc.pid)
+        pgid = service.proc.pid
+        workers = set(inference_workers(pgid))
+        victim = route_worker(pgid)
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         time.sleep(args.after)
+        kill = Kill(killed, victim, sorted(set(inference_workers(pgid)) - workers), restarts(url))
     finally:
-        stop.set()
+        stopping.set()
         for thread in clients:
             thread.join(timeout=args.request_timeout + 25)
-        policy.stop()
+        stop(service)
     print(f"concurrency {args.concurrency}, {args.before:g} s of load before the kill, {args.after:g} s after it\n")
-    report(requests, policy.instances, killed, victim, args.request_timeout)
+    report(requests, health, kill, service, args.request_timeout)
     return 0
 
 

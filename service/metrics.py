@@ -1,7 +1,8 @@
 """Prometheus metrics, summed over every process of the service (prometheus-client's multiprocess mode).
 
 The HTTP processes record requests and their latency; the inference workers record decode, queue and inference
-latency, batch sizes, routes, confidences, per-photo errors and which model runs on which provider. Each process
+latency, batch sizes, routes, confidences, per-photo errors and which model runs on which provider; the supervisor
+(the main process) counts inference workers it restarted. Each process
 writes its samples to files under ``PROMETHEUS_MULTIPROC_DIR``; ``/metrics`` merges them. ``use_metrics_dir`` must
 run before the first metric is created in a process (``service.server.main`` does it before starting anything;
 spawned workers inherit the environment variable).
@@ -62,6 +63,7 @@ class ServiceMetrics:
     confidence: Histogram
     errors: Counter
     model: Gauge
+    worker_restarts: Counter
 
 
 def _create() -> ServiceMetrics:
@@ -112,6 +114,12 @@ def _create() -> ServiceMetrics:
             "The model each inference worker serves and the execution provider it really uses",
             ["name", "version", "sha256", "provider", "device"],
             multiprocess_mode="max",
+            registry=None,
+        ),
+        worker_restarts=Counter(
+            "triage_worker_restarts",
+            "Inference workers that died and were restarted in place, by endpoint",
+            ["endpoint"],
             registry=None,
         ),
     )

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     request_timeout: float = Field(30.0, gt=0, description="seconds before a request is answered with 504")
     ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per worker; 0 lets it choose")
     drain_timeout: float = Field(6.0, gt=0, le=8.5, description="seconds in-flight requests get after SIGTERM")
+    worker_restarts: int = Field(
+        3,
+        ge=0,
+        description="inference worker deaths restarted in place within worker_restart_window; one more exits with "
+        "status 1 (0: exit on the first)",
+    )
+    worker_restart_window: float = Field(300.0, gt=0, description="seconds over which worker_restarts are counted")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_key", mode="before")

@@ -1,11 +1,18 @@
-"""Running a LitServer's processes and stopping them cleanly on SIGTERM/SIGINT.
+"""Running a LitServer's processes, restarting a dead inference worker, and stopping cleanly on SIGTERM/SIGINT.
 
 Out of the box LitServe's main process dies on SIGTERM and leaves its HTTP and inference processes behind. Here
 the main process owns the lifecycle:
 
 * start: bind the socket, start the queue manager and the inference workers, then the HTTP server processes
   right away, so ``/health`` answers 503 while the workers load the model and 200 once all are ready;
-* run: until SIGTERM/SIGINT, or until a worker fails to load the model or any process dies (exit status 1);
+* run: until SIGTERM/SIGINT (exit status 0), or until a failure (exit status 1): a worker fails to load the model,
+  an HTTP server process or the queue manager dies, or inference workers die more than ``worker_restarts`` times
+  within ``worker_restart_window`` seconds;
+* a dead inference worker (killed, out of memory, a crash in native code) is restarted in place, the way LitServe's
+  own ``restart_workers`` monitor does it (``launch_single_inference_worker``: same endpoint, same worker id, same
+  request queue; the HTTP processes and the port stay up). The requests it had taken are answered 503 at once
+  (``_InFlight``), requests still queued wait for the new worker, ``/health`` answers 503 until it has loaded and
+  warmed up the model, and ``triage_worker_restarts_total`` counts the restart;
 * stop (at most ``drain_timeout`` + about 2 s in all, under 10 s): SIGTERM the HTTP servers, which stop
   accepting connections and finish the requests in flight (the workers and the queue manager are still up to
   answer them); then ask each inference worker to leave its loop (LitServe's stop sentinel), kill any that do not
@@ -14,6 +21,12 @@ the main process owns the lifecycle:
 A SIGTERM sent to the whole process group (systemd, a terminal's Ctrl-C) is safe too: the HTTP servers drain as
 above, the workers ignore it (``EngineAPI.supervised``) and the queue manager, forked from this process, only
 runs the handler below.
+
+Why not LitServe's monitor as it is: it is started by ``LitServer.run`` (which this module replaces), and it fails
+the dead worker's requests in the main process's response buffer, which is empty when the HTTP servers are
+processes of their own (each has its copy); it also matches them by worker id alone, which every endpoint's first
+worker shares. So the supervisor restarts the worker itself and tells each HTTP process which endpoint's worker
+died, through the response queue the HTTP process already reads.
 """
 
 from __future__ import annotations
@@ -24,16 +37,21 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import litserve as ls
 import uvicorn
+from fastapi import HTTPException
 from litserve.loops.base import _SENTINEL_VALUE as STOP_WORKER
-from litserve.utils import WorkerSetupStatus
+from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem, WorkerSetupStatus
 
 from service.engine_api import EngineAPI
-from service.metrics import live_models
+from service.metrics import live_models, metrics
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,13 +59,138 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.1
 _WORKER_EXIT_S = 1.0
 
+# A message on an HTTP process's response queue whose uid starts with this says "the inference worker
+# <worker id> of <api path> died": ``_WORKER_LOST + f"{api_path}#{worker_id}"``.
+_WORKER_LOST = "triage-worker-lost:"
+WORKER_LOST_DETAIL = "the inference worker handling this request stopped unexpectedly and is being restarted; retry"
+
+# The endpoint a request is being submitted to, set by ``_track_endpoints``'s request-queue lookup, which LitServe
+# makes in the same task just before it puts the request in the response buffer.
+_submitting_to: ContextVar[str | None] = ContextVar("triage_submitting_to", default=None)
+
+
+class _InFlight(dict[str, ResponseBufferItem]):
+    """LitServe's response buffer of one HTTP process, which also knows each request's endpoint.
+
+    An inference worker tells the HTTP process which worker took a request (LitServe's START message, sent when
+    ``restart_workers`` is on, sets ``ResponseBufferItem.worker_id``), but worker ids restart at 0 for every
+    endpoint. The supervisor's ``_WORKER_LOST`` notice arrives through LitServe's reader of the response queue,
+    which looks every uid up with ``get``: here that answers the lost requests of that endpoint's worker with a 503
+    and returns None, so the reader skips the notice.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.endpoint_of: dict[str, str | None] = {}
+
+    def __setitem__(self, uid: str, item: ResponseBufferItem) -> None:
+        self.endpoint_of[uid] = _submitting_to.get()
+        super().__setitem__(uid, item)
+
+    def pop(self, uid: str, *default: Any) -> Any:
+        self.endpoint_of.pop(uid, None)
+        return super().pop(uid, *default)
+
+    def get(self, uid: str, default: Any = None) -> Any:
+        if isinstance(uid, str) and uid.startswith(_WORKER_LOST):
+            api_path, _, worker_id = uid.removeprefix(_WORKER_LOST).rpartition("#")
+            self.fail_lost(api_path, int(worker_id))
+            return None
+        return super().get(uid, default)
+
+    def fail_lost(self, api_path: str, worker_id: int) -> int:
+        """Answer every request the dead worker had taken with a 503; returns how many."""
+        failed = 0
+        for uid, item in list(self.items()):
+            if item.worker_id != worker_id or self.endpoint_of.get(uid) != api_path or item.event.is_set():
+                continue
+            error = HTTPException(503, WORKER_LOST_DETAIL)
+            item.response = (error, LitAPIStatus.ERROR)
+            if item.response_queue is not None:
+                item.response_queue.append((error, LitAPIStatus.ERROR))
+            item.event.set()
+            failed += 1
+        if failed:
+            log.warning("answered %d request(s) of a dead inference worker with 503", failed, extra={"api": api_path})
+        return failed
+
+
+def _track_endpoints(server: ls.LitServer) -> None:
+    """Make the HTTP processes, forked after this, record the endpoint of each request they submit."""
+    server.response_buffer = _InFlight()
+    lookup: Callable[[str], Any] = server._get_request_queue
+
+    def request_queue(api_path: str) -> Any:
+        _submitting_to.set(api_path)
+        return lookup(api_path)
+
+    server._get_request_queue = request_queue  # type: ignore[method-assign]
+
+
+@dataclass
+class _Slot:
+    """One inference worker: the endpoint it serves and its LitServe worker id (its index within that endpoint)."""
+
+    api: ls.LitAPI
+    worker_id: int
+
+    @property
+    def status_key(self) -> str:
+        return f"{self.api.api_path.split('/')[-1]}_{self.worker_id}"  # LitServe's workers_setup_status key
+
+
+class _RestartBudget:
+    """At most ``limit`` restarts within any ``window`` seconds."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self.times: deque[float] = deque()
+
+    def take(self, now: float) -> bool:
+        while self.times and now - self.times[0] > self.window:
+            self.times.popleft()
+        if len(self.times) >= self.limit:
+            return False
+        self.times.append(now)
+        return True
+
+
+def _exit_reason(proc: mp.Process) -> str:
+    code = proc.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _restart(server: ls.LitServer, slot: _Slot, n_http: int) -> mp.Process:
+    """Tell every HTTP process that ``slot``'s worker is gone, then start a new one in its place."""
+    notice = (
+        f"{_WORKER_LOST}{slot.api.api_path}#{slot.worker_id}",
+        (None, LitAPIStatus.ERROR, LoopResponseType.REGULAR, slot.worker_id),
+    )
+    for consumer_id in range(n_http):
+        # Sent before the new worker starts, so it precedes every START message of the new worker in the queue.
+        server._transport.send(notice, consumer_id)
+    return server.launch_single_inference_worker(slot.api, slot.worker_id)
+
 
 def _watch(
-    server: ls.LitServer, workers: Sequence[mp.Process], http: Sequence[mp.Process], stop: threading.Event
+    server: ls.LitServer,
+    workers: list[mp.Process],
+    slots: Sequence[_Slot],
+    http: Sequence[mp.Process],
+    stop: threading.Event,
+    settings: Settings,
 ) -> int:
     started = time.monotonic()
     ready = False
+    budget = _RestartBudget(settings.worker_restarts, settings.worker_restart_window)
+    restarting: dict[int, float] = {}  # worker index -> when its death was noticed
     while not stop.wait(_POLL_S):
+        restarted_now: set[int] = set()
         try:
             statuses = dict(server.workers_setup_status)
         except (EOFError, OSError) as exc:
@@ -56,10 +199,65 @@ def _watch(
         if WorkerSetupStatus.ERROR in statuses.values():
             log.error("an inference worker could not load the model (see its error above); stopping")
             return 1
-        dead = [p for p in (*workers, *http) if not p.is_alive()]
-        if dead:
-            log.error("process %s (pid %s) exited with %s; stopping", dead[0].name, dead[0].pid, dead[0].exitcode)
+        dead_http = [p for p in http if not p.is_alive()]
+        if dead_http:
+            proc = dead_http[0]
+            log.error("HTTP server process %s (pid %s) exited with %s; stopping", proc.name, proc.pid, proc.exitcode)
             return 1
+        for index, proc in enumerate(workers):
+            if proc.is_alive():
+                continue
+            slot = slots[index]
+            now = time.monotonic()
+            where = {"api": slot.api.api_path, "worker_id": slot.worker_id, "pid": proc.pid}
+            if not budget.take(now):
+                log.error(
+                    "inference worker %d of %s (pid %s) exited (%s); more than %d worker restarts within %g s; "
+                    "stopping",
+                    slot.worker_id,
+                    slot.api.api_path,
+                    proc.pid,
+                    _exit_reason(proc),
+                    settings.worker_restarts,
+                    settings.worker_restart_window,
+                    extra=where,
+                )
+                return 1
+            try:
+                workers[index] = _restart(server, slot, len(http))
+            except (EOFError, OSError) as exc:
+                log.error(
+                    "cannot restart inference worker %d of %s (%s); stopping", slot.worker_id, slot.api.api_path, exc
+                )
+                return 1
+            restarting[index] = now
+            restarted_now.add(index)
+            metrics().worker_restarts.labels(endpoint=slot.api.api_path).inc()
+            log.error(
+                "inference worker %d of %s (pid %s) exited (%s); restarted it as pid %s "
+                "(%d of %d restarts within %g s)",
+                slot.worker_id,
+                slot.api.api_path,
+                proc.pid,
+                _exit_reason(proc),
+                workers[index].pid,
+                len(budget.times),
+                settings.worker_restarts,
+                settings.worker_restart_window,
+                extra=where,
+            )
+        for index, since in list(restarting.items()):
+            # ``statuses`` was read before this round's restarts: a worker restarted just now is not ready yet.
+            if index not in restarted_now and statuses.get(slots[index].status_key) == WorkerSetupStatus.READY:
+                del restarting[index]
+                slot = slots[index]
+                log.info(
+                    "inference worker %d of %s is ready again, %.2f s after it died",
+                    slot.worker_id,
+                    slot.api.api_path,
+                    time.monotonic() - since,
+                    extra={"api": slot.api.api_path, "pid": workers[index].pid},
+                )
         if not ready and statuses and all(v == WorkerSetupStatus.READY for v in statuses.values()):
             ready = True
             models = live_models()
@@ -121,8 +319,12 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         if isinstance(api, EngineAPI):
             api.supervised = True
     server.uvicorn_graceful_timeout = settings.drain_timeout
+    if settings.worker_restarts > 0:
+        server.restart_workers = True  # workers then say which of them took each request (LitServe's START)
+        _track_endpoints(server)
     sockets: list[socket.socket] = []
     workers: list[mp.Process] = []
+    slots: list[_Slot] = []
     http: list[mp.Process] = []
     manager = None
     try:
@@ -131,7 +333,9 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         n_workers = sum(len(server._inference_workers_config_for_api(a.api_path)) for a in server.litapi_connector)
         manager = server._init_manager(n_workers)
         for api in server.litapi_connector:
-            workers.extend(server.launch_inference_worker(api))
+            launched = server.launch_inference_worker(api)
+            workers.extend(launched)
+            slots.extend(_Slot(api, worker_id) for worker_id in range(len(launched)))
         server.inference_workers = workers
         http = list(
             server._start_server(
@@ -142,8 +346,10 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         # are refused instead of queueing on a socket nobody accepts from.
         for sock in sockets:
             sock.close()
+        for api in server.litapi_connector:
+            metrics().worker_restarts.labels(endpoint=api.api_path)  # exported as 0 until a restart
         log.info("listening on %s:%d", settings.host, settings.port, extra={"http_processes": len(http)})
-        return _watch(server, workers, http, stop)
+        return _watch(server, workers, slots, http, stop, settings)
     finally:
         if manager is not None:
             _stop(server, workers, http, settings.drain_timeout)

@@ -34,6 +34,7 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert (settings.host, settings.port, settings.api_key, settings.max_images) == ("0.0.0.0", 8000, None, 10)
     assert settings.device == "auto" and settings.model_path == Path("artifacts/triage.onnx")
+    assert (settings.worker_restarts, settings.worker_restart_window) == (3, 300.0)
     assert isinstance(settings.max_request_bytes, int)
     assert settings.max_request_bytes > settings.max_images * settings.max_bytes
 
@@ -45,7 +46,14 @@ def test_empty_api_key_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"device": "tpu"}, {"port": 0}, {"batch_timeout": 5.0, "request_timeout": 1.0}, {"drain_timeout": 30.0}],
+    [
+        {"device": "tpu"},
+        {"port": 0},
+        {"batch_timeout": 5.0, "request_timeout": 1.0},
+        {"drain_timeout": 30.0},
+        {"worker_restarts": -1},
+        {"worker_restart_window": 0},
+    ],
 )
 def test_invalid_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
