@@ -54,6 +54,7 @@ def use_metrics_dir(directory: Path | None = None) -> tuple[Path, bool]:
 class ServiceMetrics:
     http_requests: Counter
     http_latency: Histogram
+    in_flight: Gauge
     decode_latency: Histogram
     queue_latency: Histogram
     inference_latency: Histogram
@@ -78,6 +79,13 @@ def _create() -> ServiceMetrics:
             "Total request time in the HTTP server",
             ["endpoint"],
             buckets=_LATENCY_BUCKETS,
+            registry=None,
+        ),
+        in_flight=Gauge(
+            "triage_requests_in_flight",
+            "Requests being handled right now (headers read, answer not yet sent), by endpoint",
+            ["endpoint"],
+            multiprocess_mode="livesum",
             registry=None,
         ),
         decode_latency=Histogram(

@@ -107,28 +107,36 @@ class RequestContextMiddleware:
                     413, "payload_too_large", f"request body is {declared} bytes; the limit is {self.max_body_bytes}"
                 )
             elif protected:
-                body_complete = False
+                body_complete = False  # the last body chunk has arrived
+                reading = False  # the app is waiting for the next body chunk right now
 
                 async def receive_tracked() -> Message:
-                    nonlocal body_complete
+                    nonlocal body_complete, reading
+                    reading = True  # stays True if the deadline cancels the wait
                     message = await receive()
+                    reading = False
                     if message["type"] != "http.request" or not message.get("more_body", False):
                         body_complete = True
                     return message
 
+                in_flight = metrics().in_flight.labels(endpoint=path if path in self.endpoints else "other")
+                in_flight.inc()
                 try:
                     async with asyncio.timeout(self.request_timeout):
                         await self.app(scope, receive_tracked, send_with_id)
                 except TimeoutError:
-                    log.error("request timed out after %.1f s (body complete: %s)", self.request_timeout, body_complete)
+                    stalled = reading and not body_complete  # the client stopped sending, not the service answering
+                    log.error("request timed out after %.1f s (stalled upload: %s)", self.request_timeout, stalled)
                     if response_started:
                         pass
-                    elif body_complete:
+                    elif not stalled:
                         await answer(504, "timeout", f"no answer within {self.request_timeout:g} s")
                     else:
                         await answer(
                             408, "body_timeout", f"the request body did not arrive within {self.request_timeout:g} s"
                         )
+                finally:
+                    in_flight.dec()
             else:
                 await self.app(scope, receive, send_with_id)
         finally:

@@ -3,7 +3,8 @@
 Out of the box LitServe's main process dies on SIGTERM and leaves its HTTP and inference processes behind. Here
 the main process owns the lifecycle:
 
-* start: bind the socket, start the queue manager and the inference workers, then the HTTP server processes
+* start: the queue manager and the inference workers, then bind the socket (so only the HTTP processes ever hold
+  it, and connections are refused, not left unanswered, once they close it) and start the HTTP server processes
   right away, so ``/health`` answers 503 while the workers load the model and 200 once all are ready;
 * run: until SIGTERM/SIGINT (exit status 0), or until a failure (exit status 1): a worker fails to load the model,
   an HTTP server process or the queue manager dies, or inference workers die more than ``worker_restarts`` times
@@ -328,8 +329,6 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
     http: list[mp.Process] = []
     manager = None
     try:
-        config = uvicorn.Config(server.app, host=settings.host, port=settings.port, log_config=None)
-        sockets.append(config.bind_socket())
         n_workers = sum(len(server._inference_workers_config_for_api(a.api_path)) for a in server.litapi_connector)
         manager = server._init_manager(n_workers)
         for api in server.litapi_connector:
@@ -337,6 +336,9 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
             workers.extend(launched)
             slots.extend(_Slot(api, worker_id) for worker_id in range(len(launched)))
         server.inference_workers = workers
+        # Bound only now, so that the queue manager and the inference workers (forked above) never hold it.
+        config = uvicorn.Config(server.app, host=settings.host, port=settings.port, log_config=None)
+        sockets.append(config.bind_socket())
         http = list(
             server._start_server(
                 settings.port, n_workers, settings.log_level, sockets, "process", log_config=None, access_log=False

@@ -28,6 +28,10 @@ def client(metrics_dir: Path) -> TestClient:
     async def echo() -> dict[str, str]:
         return {"ok": "yes"}
 
+    @app.get("/v1/in-flight")
+    async def in_flight() -> dict[str, float]:
+        return {"route": _gauge("/v1/in-flight")}
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"ok": "healthy"}
@@ -37,9 +41,22 @@ def client(metrics_dir: Path) -> TestClient:
         api_key=KEY,
         max_body_bytes=1000,
         request_timeout=0.3,
-        endpoints={"/v1/slow", "/v1/echo", "/health"},
+        endpoints={"/v1/slow", "/v1/echo", "/v1/in-flight", "/health"},
     )
     return TestClient(app)
+
+
+def _gauge(endpoint: str) -> float:
+    from service.metrics import metrics
+
+    return metrics().in_flight.labels(endpoint=endpoint)._value.get()
+
+
+def test_requests_in_flight_are_counted_while_they_run(client: TestClient) -> None:
+    assert client.get("/v1/in-flight", headers={"X-API-Key": KEY}).json() == {"route": 1.0}
+    assert _gauge("/v1/in-flight") == 0.0
+    client.get("/v1/slow", headers={"X-API-Key": KEY})  # a request that times out is no longer in flight either
+    assert _gauge("/v1/slow") == 0.0
 
 
 def test_protected_paths_need_the_key(client: TestClient) -> None:

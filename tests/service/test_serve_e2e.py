@@ -8,6 +8,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -245,6 +246,18 @@ def test_cuda_without_a_gpu_refuses_to_start(random_model_dir: Path) -> None:
     assert "device=cuda" in done.stderr.decode()
 
 
+def _wait_until_in_flight(url: str, endpoint: str, n: int, timeout: float = 30.0) -> None:
+    """Poll ``/metrics`` until the server is handling at least ``n`` requests to ``endpoint``."""
+    pattern = re.compile(rf'^triage_requests_in_flight{{endpoint="{re.escape(endpoint)}"}} (\S+)$', re.M)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = pattern.search(httpx.get(url + "/metrics", timeout=5).text)
+        if found and float(found.group(1)) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} requests to {endpoint} in flight after {timeout} s")
+
+
 def _big_png() -> bytes:
     y, x = np.mgrid[0:2000, 0:3000].astype(np.float32)
     rgb = np.stack([x / 3000 * 255, y / 2000 * 255, (x + y) / 5000 * 255], axis=-1).astype(np.uint8)
@@ -272,7 +285,7 @@ def test_sigterm_answers_requests_in_flight_and_leaves_no_process(
     try:
         with ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(send, i) for i in range(3)]
-            time.sleep(0.3)
+            _wait_until_in_flight(served.url, "/v1/route", 3)  # accepted by the server, not just sent
             assert not all(f.done() for f in futures), "the requests finished before SIGTERM; make them heavier"
             signalled = time.monotonic()
             if target == "main process":
