@@ -13,7 +13,10 @@ DEFAULT_ARTIFACTS = Path("artifacts")
 def _train(args: argparse.Namespace) -> int:
     from model.train import TrainOptions, train
 
-    train(TrainOptions(data=args.data, epochs=args.epochs, out=args.out, seed=args.seed, n_train=args.n_train))
+    options = TrainOptions(
+        data=args.data, epochs=args.epochs, out=args.out, seed=args.seed, n_train=args.n_train, precision=args.precision
+    )
+    train(options)
     return 0
 
 
@@ -67,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=None, help="synthetic training photos (default from config)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="forward passes in bf16 autocast or fp32 (auto: bf16 where the CPU has native bf16)",
+    )
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("export", help="write and check the ONNX model, update the model card")

@@ -38,6 +38,22 @@ def test_training_writes_a_card_with_calibration_metrics_and_hashes(tiny_run: Pa
         assert card["artifacts"][name]["sha256"] == sha256_file(tiny_run / name)
     assert [row["name"] for row in card["layers"]] == list(NetworkConfig().stage_names)
     assert card["training"]["data"]["held_out_factors"]
+    assert card["training"]["precision"] in ("bf16", "fp32")
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(
+    monkeypatch: pytest.MonkeyPatch, native: bool, expected: str
+) -> None:
+    import torch
+
+    from model.train import training_precision
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    assert training_precision("auto") == expected
+    assert training_precision("fp32") == "fp32" and training_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        training_precision("fp8")
 
 
 def test_exported_onnx_carries_preprocessing_classes_and_stage_outputs(tiny_run: Path) -> None:
