@@ -1,6 +1,6 @@
 """Peer servers: ``triage serve`` vs TorchServe (stock, tuned) vs FastAPI + PyTorch eager, same weights and load.
 
-    .venv/bin/python bench/peer_servers.py [--seconds 8] [--warmup 2] [--concurrency 1 4 16] [--servers ...]
+    .venv/bin/python bench/peer_servers.py [--seconds 8] [--warmup 2] [--concurrency 1 4 16 64] [--servers ...]
 
 Needs the ``bench`` extra (``pip install -c requirements/serving.lock -e ".[train,dev,deploy,bench]"``) and a
 Java 17 runtime. Every server gets the weights of ``artifacts/triage_checkpoint.npz`` (read with
@@ -21,6 +21,12 @@ each server runs alone in its own process group (CPU accounted per group) and is
 
 TorchServe's preprocessing is the stock one (resize 256, centre crop 224, ImageNet normalisation), not our
 letterbox to 256: a slightly smaller network input, and a crop the service would not make.
+
+Per server also: the time from launching its process to the first good answer to a real 640x480 photo request
+(polled every 50 ms), and the peak RSS summed over all processes of its session (TorchServe's launcher, Java
+frontend and Python workers; every ``triage serve`` process), sampled every 0.5 s from launch to exit, load
+included. A server that cannot be started is reported with the reason, and the run goes on without it. The last
+table checks the targets against TorchServe (stock and tuned).
 """
 
 from __future__ import annotations
@@ -29,11 +35,11 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import math
 import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,7 +56,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.peers import torchserve_setup as ts  # noqa: E402
+from bench.peers.targets import MIB, PEERS, Figures, targets  # noqa: E402
+from bench.process_stats import RssSampler, free_port, launch, poll_until, session_members, stop_session  # noqa: E402
 from bench.service_load import (  # noqa: E402
+    SERVE,
     SIZES,
     LoadResult,
     ServerConfig,
@@ -60,7 +69,6 @@ from bench.service_load import (  # noqa: E402
     machine_cpu_seconds,
     percentile,
     route_request,
-    start_server,
 )
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.network import TriageNet, build_network, load_numpy_state  # noqa: E402
@@ -82,7 +90,9 @@ class Server:
     port: int
     request: Callable[[bytes, int], bytes]  # (photo, index) -> a complete HTTP request
     expect: bytes  # found in every good answer
+    sampler: RssSampler  # summed RSS of the session, from launch to exit
     stop_pid: int = 0  # the process to send SIGTERM to (default: proc)
+    start_s: float = math.nan  # launch to the first good answer to a real photo request
     results: dict[tuple[str, int], LoadResult] = field(default_factory=dict)
 
 
@@ -92,39 +102,9 @@ def octet_request(path: str, data: bytes) -> bytes:
     return f"{head}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def session_members(sid: int) -> list[tuple[int, str]]:
-    """(pid, command name) of every live process in session or process group ``sid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            comm, _, rest = stat.read_text().rpartition(")")
-        except OSError:
-            continue
-        fields = rest.split()
-        if fields[0] != "Z" and sid in (int(fields[2]), int(fields[3])):
-            found.append((int(stat.parent.name), comm.partition("(")[2]))
-    return found
-
-
 def stop(server: Server, grace: float = 30.0) -> list[tuple[int, str]]:
     """SIGTERM the server's main process, wait for its whole session to exit; SIGKILL and return what was left."""
-    pid = server.stop_pid or server.proc.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while (left := session_members(server.proc.pid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for member, _ in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(member, signal.SIGKILL)
-    server.proc.wait(timeout=10)
-    return left
+    return stop_session(server.proc, server.stop_pid or server.proc.pid, grace)
 
 
 def probe(port: int, request: bytes) -> tuple[int, bytes]:
@@ -138,48 +118,54 @@ def probe(port: int, request: bytes) -> tuple[int, bytes]:
     return asyncio.run(once())
 
 
-def launch(name: str, cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "OMP_"))} | env
-    with log.open("wb") as out:
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+def wait_ready(server: Server, photo: bytes, log: Path, t0: float, timeout: float = 180.0) -> float:
+    """Seconds from ``t0`` (the launch) until a real request is answered well, polled every 50 ms (TorchServe
+    answers 503 while its workers load)."""
+    answer, request = (0, b""), server.request(photo, 0)
 
-
-def wait_ready(server: Server, photo: bytes, log: Path, timeout: float = 180.0) -> None:
-    """Until one real request is answered well (TorchServe answers 503 while its workers load)."""
-    deadline, answer = time.monotonic() + timeout, (0, b"")
-    while time.monotonic() < deadline and server.proc.poll() is None:
+    def attempt() -> bool:
+        nonlocal answer
         try:
-            answer = probe(server.port, server.request(photo, 0))
-            if answer[0] == 200 and server.expect in answer[1]:
-                return
+            answer = probe(server.port, request)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError, KeyError):
-            pass
-        time.sleep(0.5)
-    os.killpg(server.proc.pid, signal.SIGTERM)
+            return False
+        return answer[0] == 200 and server.expect in answer[1]
+
+    if (elapsed := poll_until(attempt, lambda: server.proc.poll() is None, t0, timeout)) is not None:
+        return elapsed
+    why = (
+        f"exited with status {server.proc.poll()}" if server.proc.poll() is not None else f"no answer in {timeout:g} s"
+    )
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.proc.pid, signal.SIGTERM)
     stop(server)
+    server.sampler.stop()
     tail = log.read_text(errors="replace")[-3000:]
-    raise RuntimeError(f"{server.name} never answered well (last {answer[0]} {answer[1][:200]!r}); log:\n{tail}")
+    raise RuntimeError(f"{server.name} {why} (last answer {answer[0]} {answer[1][:200]!r}); log {log}:\n{tail}")
 
 
 def start(name: str, args: argparse.Namespace, tmp: Path, photo: bytes) -> Server:
-    log = tmp / f"{name}.log"
-    if name == "triage":
-        proc, port = start_server(args.model, ServerConfig(), log)
-        server = Server(name, proc, port, route_request, b'"route"')
+    log, port = tmp / f"{name}.log", free_port()
+    if name == "triage":  # as service_load.start_server, with ServerConfig()'s defaults
+        config, env = ServerConfig(), {"PYTHONPATH": str(ROOT), "TRIAGE_MODEL_PATH": str(args.model)}
+        env |= {"TRIAGE_HOST": "127.0.0.1", "TRIAGE_PORT": str(port), "TRIAGE_WORKERS_PER_DEVICE": str(config.workers)}
+        env |= {"TRIAGE_MAX_BATCH_SIZE": str(config.batch), "TRIAGE_BATCH_TIMEOUT": str(config.timeout)}
+        cmd, cwd, env = SERVE, ROOT, env | {"TRIAGE_ORT_THREADS": str(config.threads)}
+        request, expect = route_request, b'"route"'
     elif name == "fastapi":
         cmd = [sys.executable, "-m", "uvicorn", "bench.peers.fastapi_app:app", "--host", "127.0.0.1"]
-        cmd += ["--port", str(port := free_port()), "--workers", "1"]  # and its access log, as triage has one
+        cmd += ["--port", str(port), "--workers", "1"]  # and its access log, as triage has one
         env = {"PYTHONPATH": str(ROOT), "PEER_CHECKPOINT": str(args.checkpoint), "PEER_TORCH_THREADS": "1"}
-        proc = launch(name, cmd, env, ROOT, log)
-        server = Server(name, proc, port, lambda data, _: octet_request("/predict", data), PROBS)
+        cwd, request, expect = ROOT, (lambda data, _: octet_request("/predict", data)), PROBS
     else:  # TorchServe writes logs/ under its working directory, its pid file and extracted models to TMPDIR
-        home, flavor = tmp / name, name.removeprefix("ts-")
-        ports = (port := free_port(), free_port(), free_port())
-        (home / "config.properties").write_text(ts.properties(ports, home / "store", flavor))
-        env = {"TEMP": str(home), "TMPDIR": str(home)} | ({"OMP_NUM_THREADS": "1"} if flavor == "tuned" else {})
-        proc = launch(name, ts.command(home, flavor), env, home, log)
-        server = Server(name, proc, port, lambda data, _: octet_request("/predictions/triage", data), PROBS)
-    wait_ready(server, photo, log)
+        cwd, flavor = tmp / name, name.removeprefix("ts-")
+        (cwd / "config.properties").write_text(ts.properties((port, free_port(), free_port()), cwd / "store", flavor))
+        env = {"TEMP": str(cwd), "TMPDIR": str(cwd)} | ({"OMP_NUM_THREADS": "1"} if flavor == "tuned" else {})
+        cmd, request, expect = ts.command(cwd, flavor), (lambda d, _: octet_request("/predictions/triage", d)), PROBS
+    proc, t0 = launch(cmd, env, cwd, log)
+    (sampler := RssSampler(proc.pid, 0.5)).start()
+    server = Server(name, proc, port, request, expect, sampler)
+    server.start_s = wait_ready(server, photo, log, t0)
     if name.startswith("ts-"):
         server.stop_pid = int((tmp / name / ".model_server.pid").read_text())  # the Java frontend
     return server
@@ -234,7 +220,8 @@ def measure(name: str, args: argparse.Namespace, tmp: Path, photos: dict[str, li
     try:
         idle0 = group_cpu_seconds(server.proc.pid)
         time.sleep(2.0)
-        print(f"{name}: ready, {len(session_members(server.proc.pid))} processes, ", end="")
+        print(f"{name}: first good answer {server.start_s:.2f} s after launch, ", end="")
+        print(f"{len(session_members(server.proc.pid))} processes, ", end="")
         print(f"idle CPU {(group_cpu_seconds(server.proc.pid) - idle0) / 2:.2f} cores", flush=True)
         for size, pool in photos.items():
             requests = [server.request(p, i) for i, p in enumerate(pool)]
@@ -243,10 +230,25 @@ def measure(name: str, args: argparse.Namespace, tmp: Path, photos: dict[str, li
     finally:
         if left := stop(server):
             print(f"{name}: killed after the grace period: {left}")
+        server.sampler.stop()
     return server
 
 
-def report(servers: list[Server], args: argparse.Namespace) -> None:
+def figures(server: Server, args: argparse.Namespace) -> Figures:
+    rate = {k: len(r.latencies) / args.seconds for k, r in server.results.items()}
+    p99 = {k: percentile(r.latencies, 99) * 1e3 for k, r in server.results.items()}
+    return Figures(rate, p99, server.sampler.peak_rss, server.start_s)
+
+
+def report(servers: list[Server], failed: dict[str, str], args: argparse.Namespace) -> None:
+    print("\n#### Start and memory (RSS summed over each server's processes: shared pages count once per process)\n")
+    print("| server | time to first answer s | peak RSS MiB, summed | processes at most | RSS samples |")
+    print("|---|---:|---:|---:|---:|")
+    for s in servers:
+        rss, n = s.sampler.peak_rss / MIB, s.sampler.peak_processes
+        print(f"| {s.name} | {s.start_s:.2f} | {rss:.0f} | {n} | {s.sampler.samples} |")
+    for name, why in failed.items():
+        print(f"| {name} | could not be run: {why.splitlines()[0]} | - | - | - |")
     for size in SIZES:
         print(f"\n#### {size} JPEGs, {args.seconds:g} s per level after {args.warmup:g} s warm-up\n\n{HEAD}")
         for server, c in itertools.product(servers, args.concurrency):
@@ -256,8 +258,19 @@ def report(servers: list[Server], args: argparse.Namespace) -> None:
                 f"| {server.name} | {c} | {len(r.latencies) / args.seconds:.1f} | {p50:.1f} | {p99:.1f} | {r.errors} "
                 f"| {r.server_cpu:.2f} | {r.client_cpu:.2f} | {r.other_cpu:.2f} |"
             )
-    ours, peers = servers[0], servers[1:]
-    if ours.name != "triage" or not peers:
+    ours, peers = (servers[0], servers[1:]) if servers else (None, [])
+    if ours is None or ours.name != "triage":
+        return
+    print(f"\n#### Targets ({args.seconds:g} s per level): photos/s best over concurrency {args.concurrency}; ", end="")
+    print("p99 at each level; RSS as above; start: launch to the first good answer to a 640x480 photo\n")
+    print("| target | triage | ts-stock | ts-tuned | result |\n|---|---:|---:|---:|---|")
+    others = {s.name: figures(s, args) for s in peers} | {
+        k: f"could not be run: {v.splitlines()[0]}" for k, v in failed.items()
+    }
+    others |= {p: "not in --servers" for p in PEERS if p not in others and p not in args.servers}
+    for row in targets(figures(ours, args), others, args.concurrency):
+        print("| " + " | ".join(row) + " |")
+    if not peers:
         return
     print("\n#### triage photos/s relative to each peer (> 1: triage serves more)\n")
     print("| photo | concurrency | triage photos/s | " + " | ".join(f"x {p.name}" for p in peers) + " |")
@@ -275,7 +288,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "triage.onnx", help="triage serve's model")
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "artifacts" / "triage_checkpoint.npz")
     parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--pool", type=int, nargs=2, default=[24, 96], help="distinct photos: phone, small")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per load level")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each load level")
@@ -294,11 +307,19 @@ def main() -> None:
     net = load_numpy_state(build_network(checkpoint.config), checkpoint.weights).eval()
     tmp = Path(tempfile.mkdtemp(prefix="peer_servers_"))
     servers: list[Server] = []
+    failed: dict[str, str] = {}
     try:
-        traced = ts.package(net, checkpoint.config.preprocessing.classes, tmp)
-        print(parity(net, traced, args, photos["640x480"][0]))
-        for name in sorted(args.servers, key=SERVERS.index):
-            servers.append(measure(name, args, tmp, photos))
+        try:
+            traced = ts.package(net, checkpoint.config.preprocessing.classes, tmp)
+            print(parity(net, traced, args, photos["640x480"][0]))
+        except (OSError, subprocess.CalledProcessError) as exc:  # torch-model-archiver missing or failing
+            failed |= {p: f"no model archive: {type(exc).__name__}: {exc}" for p in PEERS if p in args.servers}
+        for name in sorted(set(args.servers) - set(failed), key=SERVERS.index):
+            try:
+                servers.append(measure(name, args, tmp, photos))
+            except Exception as exc:  # reported with its reason; the others still run
+                failed[name] = f"{type(exc).__name__}: {exc}"
+                print(f"{name}: could not be run: {failed[name]}", flush=True)
     finally:
         left = [m for s in servers for m in session_members(s.proc.pid)]
         print(f"leftover server processes: {left or 'none'}")
@@ -306,7 +327,7 @@ def main() -> None:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    report(servers, args)
+    report(servers, failed, args)
 
 
 if __name__ == "__main__":

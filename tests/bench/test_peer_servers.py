@@ -1,4 +1,5 @@
-"""The pure parts of ``bench/peer_servers.py``: the requests it sends, the TorchServe config and TorchScript trace."""
+"""The pure parts of ``bench/peer_servers.py``: the requests it sends, the TorchServe config and TorchScript trace,
+/proc stat parsing and the targets table."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 
 from bench.peer_servers import octet_request
 from bench.peers import torchserve_setup as ts
+from bench.peers.targets import MIB, Figures, targets
+from bench.process_stats import PAGE, parse_stat
 from model.network import build_network
 
 
@@ -45,3 +48,32 @@ def test_trace_matches_the_eager_network_at_other_sizes_and_batches(tmp_path: Pa
     x = torch.randn(3, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         torch.testing.assert_close(traced(x), net(x))
+
+
+def test_parse_stat_reads_groups_and_rss_past_a_command_name_with_spaces_and_parentheses() -> None:
+    rest = " ".join(["S", "1", "4242", "4242"] + ["0"] * 17 + ["1234"] + ["0"] * 20)  # rss is field 24
+    stat = parse_stat(4300, f"4300 (java (main) x) {rest}\n")
+    assert (stat.comm, stat.state, stat.pgid, stat.sid, stat.rss) == ("java (main) x", "S", 4242, 4242, 1234 * PAGE)
+
+
+def figures(phone: float, small: float, p99: float, rss_mib: int, start_s: float) -> Figures:
+    rate = {("4032x3024", c): phone / (2 if c == 1 else 1) for c in (1, 4)} | {("640x480", c): small for c in (1, 4)}
+    return Figures(rate, {k: p99 * k[1] for k in rate}, rss_mib * MIB, start_s)  # p99 grows with concurrency
+
+
+def test_targets_use_the_best_rate_compare_every_level_and_say_what_was_not_measured() -> None:
+    ours = figures(phone=40, small=100, p99=10, rss_mib=500, start_s=1.5)
+    stock, tuned = figures(9, 60, 20, 1500, 9.0), figures(35, 90, 11, 900, 8.0)
+    rows = {row[0]: row[1:] for row in targets(ours, {"ts-stock": stock, "ts-tuned": tuned}, [1, 4])}
+    assert rows["4032x3024 photos/s >= 4x ts-stock"] == ["40.0", "9.0", "35.0", "met (4.44x)"]  # best: 40, not 20
+    assert rows["4032x3024 photos/s >= 1.2x ts-tuned"][-1] == "missed (1.14x)"
+    assert rows["640x480 photos/s above both"][-1] == "met (1.67x, 1.11x)"
+    assert rows["640x480 p99 ms below both, concurrency 4"] == ["40.0", "80.0", "44.0", "met"]
+    assert rows["peak RSS MiB, summed, below both"] == ["500", "1500", "900", "met"]
+    assert rows["launch to first answer s, below both"] == ["1.50", "9.00", "8.00", "met"]
+    assert len(rows) == 3 + 2 * 2 + 2
+    worse = targets(ours, {"ts-stock": stock, "ts-tuned": figures(35, 90, 9, 400, 1.0)}, [1, 4])
+    assert [row[-1] for row in worse[3:]] == ["missed"] * 6
+    alone = targets(ours, {"ts-tuned": "could not be run: RuntimeError: ts-tuned exited with status 1"}, [1])
+    assert alone[0][1:] == ["40.0", "-", "-", "not measured (ts-stock: not run)"]
+    assert alone[1][-1] == "not measured (ts-tuned: could not be run: RuntimeError: ts-tuned exited with status 1)"
