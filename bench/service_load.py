@@ -50,10 +50,12 @@ InProcess = dict[str, tuple[float, float]]  # photo size -> (best photos/s, p99 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    workers: int = 1
+    """Server settings under test; the defaults are the service's own."""
+
+    workers: int = 2
     batch: int = 8
     timeout: float = 0.01
-    threads: int = 0
+    threads: int = 1
 
     @classmethod
     def parse(cls, text: str) -> ServerConfig:

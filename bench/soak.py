@@ -313,7 +313,7 @@ def checks(soaked: Soak, stopped: Sigterm) -> list[tuple[str, bool]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "triage.onnx")
-    parser.add_argument("--config", type=ServerConfig.parse, default=ServerConfig(threads=2), help="server settings")
+    parser.add_argument("--config", type=ServerConfig.parse, default=ServerConfig(), help="server settings")
     parser.add_argument("--drain-timeout", type=float, default=6.0, help="TRIAGE_DRAIN_TIMEOUT, seconds")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=600.0, help="measured seconds of load")

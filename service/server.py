@@ -26,13 +26,13 @@ from model.card import CARD_NAME, read_card, sha256_file
 from service.devices import DevicePlan, plan_devices, visible_gpus
 from service.engine import DeviceError, ModelIntegrityError
 from service.engine_api import EngineAPI
-from service.explain_api import ExplainAPI
+from service.explain_api import EXPLAIN_PATH, ExplainAPI
 from service.logs import configure_logging
 from service.metrics import MULTIPROC_ENV, live_models, render, use_metrics_dir
 from service.openapi import describe_api
 from service.page import PAGE_PATH, add_page_routes
 from service.request_context import RequestContextMiddleware
-from service.route_api import RouteAPI
+from service.route_api import ROUTE_PATH, RouteAPI
 from service.settings import Settings
 from service.supervisor import serve
 from service.uploads import UploadLimits
@@ -104,7 +104,10 @@ def build_server(settings: Settings, card: dict[str, Any], plan: DevicePlan) -> 
         apis,
         accelerator=plan.accelerator,
         devices=plan.devices,
-        workers_per_device=settings.workers_per_device,
+        workers_per_device={
+            ROUTE_PATH: settings.workers_per_device,
+            EXPLAIN_PATH: settings.explain_workers_per_device,
+        },
         timeout=settings.request_timeout,
         max_payload_size=settings.max_request_bytes,
         middlewares=[middleware],

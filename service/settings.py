@@ -30,11 +30,19 @@ class Settings(BaseSettings):
     max_images: int = Field(10, ge=1, description="most photos in one ticket")
     max_batch_size: int = Field(8, ge=1, description="most requests one inference worker batches together")
     batch_timeout: float = Field(0.01, ge=0, description="seconds a worker waits for a batch to fill")
-    workers_per_device: int = Field(1, ge=1)
+    workers_per_device: int = Field(
+        2,
+        ge=1,
+        description="/v1/route inference processes per device; each decodes its own photos, so on a CPU one per core "
+        "with ort_threads=1 serves more than one process with a thread pool (bench/service_load.py)",
+    )
+    explain_workers_per_device: int = Field(1, ge=1, description="/v1/explain inference processes per device")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model_path: Path = Path("artifacts/triage.onnx")
     request_timeout: float = Field(30.0, gt=0, description="seconds before a request is answered with 504")
-    ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per worker; 0 lets it choose")
+    ort_threads: int = Field(
+        1, ge=0, description="ONNX Runtime intra-op threads per worker; 0 lets it choose (one per core of the machine)"
+    )
     drain_timeout: float = Field(6.0, gt=0, le=8.5, description="seconds in-flight requests get after SIGTERM")
     worker_restarts: int = Field(
         3,

@@ -47,9 +47,10 @@ def server_env(model: Path, port: int, **extra: str) -> dict[str, str]:
         TRIAGE_HOST="127.0.0.1",
         TRIAGE_PORT=str(port),
         TRIAGE_ORT_THREADS="1",
+        TRIAGE_WORKERS_PER_DEVICE="1",  # one route worker: fewer processes on a small test machine
         PYTHONPATH=str(ROOT),
-        **extra,
     )
+    env.update(extra)
     return env
 
 

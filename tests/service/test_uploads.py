@@ -26,3 +26,12 @@ def test_non_ascii_base64_is_a_photo_error_not_a_crash(text: str) -> None:
     photo = _decode_base64(text, UploadLimits())
     assert photo.error is not None and photo.error.status == 422
     assert "base64" in photo.error.message and photo.data == b""
+
+
+def test_a_ticket_repr_leaves_the_photo_bytes_out() -> None:
+    """LitServe formats every request into a debug message; a photo's bytes must not be in it."""
+    from service.uploads import TicketUpload, UploadedPhoto
+
+    ticket = TicketUpload("rid", 0.0, (UploadedPhoto("big.jpg", b"\xff" * 3_000_000),))
+    text = repr(ticket)
+    assert "big.jpg" in text and len(text) < 500
