@@ -13,6 +13,7 @@ import signal
 import litserve as ls
 from fastapi import FastAPI
 
+from service.batching import PatientBatchedLoop
 from service.devices import pin_worker_gpu
 from service.engine import TriageEngine
 from service.logs import configure_logging
@@ -35,7 +36,8 @@ class EngineAPI(ls.LitAPI):
         engine_device: str | None = None,
         gpus: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path)
+        loop = PatientBatchedLoop() if max_batch_size > 1 else "auto"
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path, loop=loop)
         self.settings = settings
         self.engine_device = engine_device or settings.device
         self.gpus = gpus

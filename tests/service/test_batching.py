@@ -1,0 +1,115 @@
+"""PatientBatchedLoop: how a worker gathers a batch from the request queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+from queue import Queue
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from litserve.utils import LitAPIStatus
+
+from service import batching
+from service.batching import PatientBatchedLoop
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, int]] = []
+
+    def send(self, item: Any, consumer_id: int) -> None:
+        self.sent.append((item, consumer_id))
+
+
+def api(max_batch_size: int = 4, batch_timeout: float = 0.05, request_timeout: float = 30.0) -> SimpleNamespace:
+    return SimpleNamespace(
+        max_batch_size=max_batch_size, batch_timeout=batch_timeout, request_timeout=request_timeout, stream=False
+    )
+
+
+def request(uid: str, queued_at: float | None = None, consumer: int = 0) -> tuple[int, str, float, str]:
+    return (consumer, uid, time.monotonic() if queued_at is None else queued_at, f"payload-{uid}")
+
+
+@pytest.fixture
+def loop() -> PatientBatchedLoop:
+    patient = PatientBatchedLoop()
+    patient._restart_workers = True  # so that START announcements reach the transport, as under the supervisor
+    return patient
+
+
+def test_an_idle_queue_gives_an_empty_batch_after_the_idle_wait(
+    loop: PatientBatchedLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batching, "IDLE_WAIT_S", 0.05)
+    started = time.monotonic()
+    payloads, timed_out = loop.get_batch_requests(api(), Queue(), RecordingTransport())
+    waited = time.monotonic() - started
+    assert (payloads, timed_out) == ([], [])
+    assert waited >= 0.04
+
+
+def test_queued_requests_are_taken_up_to_the_batch_size_in_order_and_each_is_announced(
+    loop: PatientBatchedLoop,
+) -> None:
+    queue: Queue = Queue()
+    for i in range(6):
+        queue.put(request(f"r{i}", consumer=i % 2))
+    transport = RecordingTransport()
+    payloads, timed_out = loop.get_batch_requests(api(max_batch_size=4), queue, transport)
+    assert [uid for _, uid, _ in payloads] == ["r0", "r1", "r2", "r3"]
+    assert [payload for _, _, payload in payloads] == [f"payload-r{i}" for i in range(4)]
+    assert timed_out == []
+    assert queue.qsize() == 2
+    announced = [(item[0], item[1][1], consumer) for item, consumer in transport.sent]
+    assert announced == [(f"r{i}", LitAPIStatus.START, i % 2) for i in range(4)]
+
+
+def test_a_batch_closes_at_the_batch_timeout_after_its_first_request(loop: PatientBatchedLoop) -> None:
+    queue: Queue = Queue()
+    queue.put(request("first"))
+
+    def late() -> None:
+        time.sleep(0.4)
+        queue.put(request("late"))
+
+    threading.Thread(target=late, daemon=True).start()
+    started = time.monotonic()
+    payloads, _ = loop.get_batch_requests(api(max_batch_size=8, batch_timeout=0.05), queue, RecordingTransport())
+    assert [uid for _, uid, _ in payloads] == ["first"]
+    assert time.monotonic() - started < 0.35
+
+
+def test_a_request_arriving_within_the_batch_timeout_joins_the_batch(loop: PatientBatchedLoop) -> None:
+    queue: Queue = Queue()
+    queue.put(request("first"))
+
+    def soon() -> None:
+        time.sleep(0.02)
+        queue.put(request("second"))
+
+    threading.Thread(target=soon, daemon=True).start()
+    payloads, _ = loop.get_batch_requests(api(max_batch_size=8, batch_timeout=0.5), queue, RecordingTransport())
+    assert [uid for _, uid, _ in payloads] == ["first", "second"]
+
+
+def test_a_request_that_waited_past_the_request_timeout_is_set_apart(loop: PatientBatchedLoop) -> None:
+    queue: Queue = Queue()
+    queue.put(request("stale", queued_at=time.monotonic() - 10.0, consumer=3))
+    queue.put(request("fresh"))
+    payloads, timed_out = loop.get_batch_requests(
+        api(request_timeout=5.0, batch_timeout=0.0), queue, RecordingTransport()
+    )
+    assert [uid for _, uid, _ in payloads] == ["fresh"]
+    assert timed_out == [(3, "stale")]
+
+
+def test_the_stop_sentinel_ends_the_loop(loop: PatientBatchedLoop) -> None:
+    queue: Queue = Queue()
+    queue.put(request("r0"))
+    queue.put(_SENTINEL_VALUE)
+    with pytest.raises(_StopLoopError):
+        loop.get_batch_requests(api(), queue, RecordingTransport())
