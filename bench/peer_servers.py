@@ -10,7 +10,8 @@ the eager network (bench/peers/fastapi_app.py). The photos (generated 4032x3024 
 generator (bench/service_load.py's asyncio keep-alive client, requests built in advance) are the same for all;
 each server runs alone in its own process group (CPU accounted per group) and is stopped before the next starts.
 
-* triage: ``triage serve`` with its defaults (1 worker, batches of up to 8, 10 ms batch timeout), multipart upload.
+* triage: ``triage serve`` with its defaults (2 single-threaded route workers, batches of what is queued, up to
+  8), multipart upload.
 * ts-stock: TorchServe defaults (workers = cores, batch 1, PyTorch's own thread count) and the stock
   ``image_classifier`` handler with ``topk = 2`` (bench/peers/ts_stock_handler.py).
 * ts-tuned: ``OMP_NUM_THREADS=1``, 2 workers (one per core), batches of up to 4 with a 5 ms delay, asynchronous

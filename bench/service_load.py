@@ -1,6 +1,6 @@
 """Load benchmark: the in-process limit vs a real ``triage serve`` on loopback, for phone and small JPEGs.
 
-    .venv/bin/python bench/service_load.py [--seconds 8] [--config workers=1,batch=8,timeout=0.01,threads=0 ...]
+    .venv/bin/python bench/service_load.py [--seconds 8] [--config workers=2,batch=8,timeout=0,threads=1 ...]
 
 Renders distinct generated 4032x3024 and 640x480 JPEGs (untimed), measures the in-process limit (two processes,
 one per core, each decoding, preprocessing and running ONNX Runtime on one thread over batches of B photos) and
@@ -54,7 +54,7 @@ class ServerConfig:
 
     workers: int = 2
     batch: int = 8
-    timeout: float = 0.01
+    timeout: float = 0.0
     threads: int = 1
 
     @classmethod

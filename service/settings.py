@@ -29,7 +29,12 @@ class Settings(BaseSettings):
     max_pixels: int = Field(50_000_000, ge=1, description="largest accepted photo, in decoded pixels")
     max_images: int = Field(10, ge=1, description="most photos in one ticket")
     max_batch_size: int = Field(8, ge=1, description="most requests one inference worker batches together")
-    batch_timeout: float = Field(0.01, ge=0, description="seconds a worker waits for a batch to fill")
+    batch_timeout: float = Field(
+        0.0,
+        ge=0,
+        description="seconds a worker waits for a batch to fill after its first request; 0 batches what is already "
+        "queued, which under load is a full batch and when idle costs no latency (bench/service_load.py)",
+    )
     workers_per_device: int = Field(
         2,
         ge=1,

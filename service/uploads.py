@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 import re
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.intake import IntakeError
 
@@ -99,11 +101,30 @@ def _too_large(size: int, limits: UploadLimits) -> IntakeError:
     return IntakeError(413, f"file is {size} bytes; the limit is {limits.max_bytes}", "too_large")
 
 
-async def _read_multipart(request: Request, limits: UploadLimits) -> list[UploadedPhoto]:
-    photos: list[UploadedPhoto] = []
+async def _parse_form(request: Request, limits: UploadLimits) -> FormData:
+    """Starlette's multipart parsing, with each photo held in memory up to the byte limit instead of 1 MB.
+
+    Past its spool size a part rolls over to a temporary file, and every 64 KB chunk is then written from a
+    thread-pool thread: about 3 ms of CPU per megabyte in the HTTP process, more than all its other work on a phone
+    photo. The bytes are read into memory right after anyway, and the request body is bounded by the byte limits.
+    """
     # A part without a filename is held in memory as text; let it be as large as a photo may be.
     fields = limits.max_images + 100
-    async with request.form(max_files=fields, max_fields=fields, max_part_size=limits.max_bytes) as form:
+    async with aclosing(request.stream()) as stream:
+        parser = MultiPartParser(
+            request.headers, stream, max_files=fields, max_fields=fields, max_part_size=limits.max_bytes
+        )
+        parser.spool_max_size = limits.max_bytes + 1
+        try:
+            return await parser.parse()
+        except MultiPartException as exc:
+            raise reject(request, 400, "malformed_request", exc.message) from exc
+
+
+async def _read_multipart(request: Request, limits: UploadLimits) -> list[UploadedPhoto]:
+    photos: list[UploadedPhoto] = []
+    form = await _parse_form(request, limits)
+    try:
         parts = form.getlist("file")
         _check_count(request, len(parts), limits, "one or more multipart 'file' parts")
         for part in parts:
@@ -113,6 +134,8 @@ async def _read_multipart(request: Request, limits: UploadLimits) -> list[Upload
                 photos.append(UploadedPhoto(part.filename, error=_too_large(part.size, limits)))
             else:
                 photos.append(UploadedPhoto(part.filename, await part.read()))
+    finally:
+        await form.close()
     return photos
 
 
