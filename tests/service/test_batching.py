@@ -68,15 +68,18 @@ def test_queued_requests_are_taken_up_to_the_batch_size_in_order_and_each_is_ann
     assert announced == [(f"r{i}", LitAPIStatus.START, i % 2) for i in range(4)]
 
 
-def test_a_batch_closes_at_the_batch_timeout_after_its_first_request(loop: PatientBatchedLoop) -> None:
+def queue_with_one_more_after(delay: float) -> Queue:
+    """A queue holding request "first", and "second" put into it ``delay`` seconds from now."""
     queue: Queue = Queue()
     queue.put(request("first"))
+    timer = threading.Timer(delay, lambda: queue.put(request("second")))
+    timer.daemon = True
+    timer.start()
+    return queue
 
-    def late() -> None:
-        time.sleep(0.4)
-        queue.put(request("late"))
 
-    threading.Thread(target=late, daemon=True).start()
+def test_a_batch_closes_at_the_batch_timeout_after_its_first_request(loop: PatientBatchedLoop) -> None:
+    queue = queue_with_one_more_after(0.4)
     started = time.monotonic()
     payloads, _ = loop.get_batch_requests(api(max_batch_size=8, batch_timeout=0.05), queue, RecordingTransport())
     assert [uid for _, uid, _ in payloads] == ["first"]
@@ -84,14 +87,7 @@ def test_a_batch_closes_at_the_batch_timeout_after_its_first_request(loop: Patie
 
 
 def test_a_request_arriving_within_the_batch_timeout_joins_the_batch(loop: PatientBatchedLoop) -> None:
-    queue: Queue = Queue()
-    queue.put(request("first"))
-
-    def soon() -> None:
-        time.sleep(0.02)
-        queue.put(request("second"))
-
-    threading.Thread(target=soon, daemon=True).start()
+    queue = queue_with_one_more_after(0.02)
     payloads, _ = loop.get_batch_requests(api(max_batch_size=8, batch_timeout=0.5), queue, RecordingTransport())
     assert [uid for _, uid, _ in payloads] == ["first", "second"]
 
