@@ -3,10 +3,11 @@
     .venv/bin/python bench/cpu_by_process.py [--concurrency 16] [--seconds 10] [--config workers=2,...]
 
 Starts ``triage serve`` (the service's defaults unless ``--config``), loads ``POST /v1/route`` with
-``bench.service_load``'s client for each photo size, and reads every process's user + system CPU time from
-``/proc/<pid>/stat`` at the start and end of the measured window. Processes are named as ``bench/soak.py`` names
-them (HTTP worker, inference worker, queue manager, main, resource tracker). The inference workers' share is what
-the in-process path costs (decode, preprocess, ONNX Runtime); the rest is the cost of serving over HTTP.
+``bench.service_load``'s client for each photo size, and reads every process's user + system CPU time
+(``bench.service_load.process_cpu_seconds``) at the start and end of the measured window. Processes are named as
+``bench/soak.py`` names them (HTTP worker, inference worker, queue manager, main, resource tracker). The inference
+workers' share is what the in-process path costs (decode, preprocess, ONNX Runtime); the rest is the cost of
+serving over HTTP.
 """
 
 from __future__ import annotations
@@ -22,23 +23,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.service_load import SIZES, ServerConfig, _render, route_request, run_load, start_server, stop_server  # noqa: E402
-from bench.soak import group_members, process_roles  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of one process (``/proc/<pid>/stat`` fields 14 and 15)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def snapshot(pgid: int) -> dict[int, float]:
-    return {pid: cpu for pid in group_members(pgid) if (cpu := cpu_seconds(pid)) is not None}
+from bench.service_load import (  # noqa: E402
+    SIZES,
+    ServerConfig,
+    _render,
+    process_cpu_seconds,
+    route_request,
+    run_load,
+    start_server,
+    stop_server,
+)
+from bench.soak import process_roles  # noqa: E402
 
 
 async def measure(port: int, pgid: int, requests: list[bytes], args: argparse.Namespace) -> tuple[int, dict, dict]:
@@ -47,9 +42,9 @@ async def measure(port: int, pgid: int, requests: list[bytes], args: argparse.Na
 
     async def mark() -> None:
         await asyncio.sleep(args.warmup)
-        marks["start"] = snapshot(pgid)
+        marks["start"] = process_cpu_seconds(pgid)
         await asyncio.sleep(args.seconds)
-        marks["end"] = snapshot(pgid)
+        marks["end"] = process_cpu_seconds(pgid)
 
     marker = asyncio.create_task(mark())
     result = await run_load(port, requests, args.concurrency, args, pgid)

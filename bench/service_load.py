@@ -104,17 +104,22 @@ def inprocess_latency(engine: TriageEngine, photos: list[bytes], repeat: int) ->
     return out
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds of every live process in the process group."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+def process_cpu_seconds(pgid: int) -> dict[int, float]:
+    """User + system CPU seconds of each process in the process group, by pid (``/proc/<pid>/stat``)."""
+    seconds, tick = {}, os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()
         except OSError:
             continue
         if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+            seconds[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every process in the process group."""
+    return sum(process_cpu_seconds(pgid).values())
 
 
 def machine_cpu_seconds() -> float:
