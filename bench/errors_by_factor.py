@@ -1,0 +1,106 @@
+"""Where the model goes wrong: its error rate on a generated split, by the value of each generator factor.
+
+    .venv/bin/python bench/errors_by_factor.py [--model artifacts/triage.onnx] [--split test] [--n 2000] [--top 15]
+
+The split is regenerated with the seeds training used for it (``model.data.synthetic_split``), routed by ONNX Runtime
+at the model's own decision (the larger logit; temperature scaling does not change it), and every photo's factors
+(device, screen content, crack width, surface, blur, ...) are read back from the generator without rendering
+(``model.synth.sample_factors``). For each class, the table lists the factor values with the highest error rates
+among those drawn at least ``--min-count`` times, beside that class's overall error rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.card import CARD_NAME, card_preprocessing, read_card
+from model.config import CLASSES, Preprocessing
+from model.data import split_seeds, synthetic_split
+from model.preprocess import normalize
+from model.synth import sample_factors
+
+# Factors that identify the photo rather than describe it.
+SKIPPED = {"label", "split", "width", "height", "held_out"}
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    factor: str
+    value: str
+    errors: int
+    count: int
+
+    @property
+    def rate(self) -> float:
+        return self.errors / self.count
+
+
+def split_factors(split: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """The factors the generator draws for each photo of ``split`` (labels alternate as in ``synthetic_split``)."""
+    seeds = split_seeds(split, n, seed)
+    return [sample_factors(int(s), CLASSES[i % len(CLASSES)], split) for i, s in enumerate(seeds)]
+
+
+def error_rates(factors: list[dict[str, Any]], labels: np.ndarray, wrong: np.ndarray, min_count: int) -> list[Row]:
+    """Error rate per (class, factor, value), for values drawn at least ``min_count`` times; worst first."""
+    if not len(factors) == len(labels) == len(wrong):
+        raise ValueError(f"{len(factors)} factor dicts, {len(labels)} labels and {len(wrong)} outcomes must match")
+    tally: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for photo, label, miss in zip(factors, labels, wrong, strict=True):
+        for name, value in photo.items():
+            if name in SKIPPED or not isinstance(value, (str, int, float, bool)) or value is None:
+                continue
+            cell = tally[(int(label), name, str(value))]
+            cell[0] += int(miss)
+            cell[1] += 1
+    rows = [Row(CLASSES[k[0]], k[1], k[2], e, c) for k, (e, c) in tally.items() if c >= min_count]
+    return sorted(rows, key=lambda r: (-r.rate, -r.count, r.factor, r.value))
+
+
+def predict(model: Path, spec: Preprocessing, pixels: np.ndarray, batch: int = 128) -> np.ndarray:
+    """Class index per photo: the larger logit of ``model`` on letterboxed ``uint8 (N, S, S, 3)`` pixels."""
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    out = [
+        session.run(["logits"], {name: normalize(pixels[i : i + batch], spec)})[0] for i in range(0, len(pixels), batch)
+    ]
+    return np.concatenate(out).argmax(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("artifacts/triage.onnx"))
+    parser.add_argument("--split", default="test", choices=("val", "test", "shifted"))
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--min-count", type=int, default=20)
+    args = parser.parse_args()
+
+    spec = card_preprocessing(read_card(args.model.parent / CARD_NAME))
+    data = synthetic_split(args.split, args.n, spec, seed=args.seed)
+    wrong = predict(args.model, spec, data.pixels) != data.labels
+    rows = error_rates(split_factors(args.split, args.n, args.seed), data.labels, wrong, args.min_count)
+    print(f"{args.model}: {args.split} split, {args.n} photos, accuracy {1 - wrong.mean():.2%}\n")
+    for k, label in enumerate(CLASSES):
+        overall = wrong[data.labels == k].mean()
+        print(f"{label}: {overall:.1%} wrong overall; worst factor values (drawn >= {args.min_count} times):\n")
+        print("| factor | value | wrong | photos | error rate |\n|---|---|---:|---:|---:|")
+        for r in [r for r in rows if r.label == label][: args.top]:
+            print(f"| {r.factor} | {r.value} | {r.errors} | {r.count} | {r.rate:.1%} |")
+        print()
+
+
+if __name__ == "__main__":
+    main()
