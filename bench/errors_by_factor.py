@@ -29,7 +29,7 @@ from model.data import split_seeds, synthetic_split
 from model.preprocess import normalize
 from model.synth import sample_factors
 
-# Factors that identify the photo rather than describe it.
+# Factors that identify the photo rather than describe it (numeric ones, such as JPEG quality, are left out too).
 SKIPPED = {"label", "split", "width", "height", "held_out"}
 
 
@@ -59,7 +59,7 @@ def error_rates(factors: list[dict[str, Any]], labels: np.ndarray, wrong: np.nda
     tally: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for photo, label, miss in zip(factors, labels, wrong, strict=True):
         for name, value in photo.items():
-            if name in SKIPPED or not isinstance(value, (str, int, float, bool)) or value is None:
+            if name in SKIPPED or not isinstance(value, (str, bool)):  # categorical factors only
                 continue
             cell = tally[(int(label), name, str(value))]
             cell[0] += int(miss)

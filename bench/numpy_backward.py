@@ -6,9 +6,11 @@ Loss: mean softmax cross-entropy of generated test photos (preprocessed as serve
 network in inference form (batch-norm folded on the NumPy side, eval mode on the PyTorch side). Error of a tensor:
 the largest elementwise difference divided by the reference tensor's largest magnitude. Printed for the photos as
 served and with a little Gaussian noise added, in float64 and float32, with float32's own error beside it (each
-float32 engine against float64 autograd): two float32 engines round differently, and where two values of a max-pool
-window are within rounding of each other they can pick different maxima and route that window's gradient to
-different pixels, a difference float32 makes, not the backward pass.
+float32 engine against float64 autograd): two engines round differently, and where two values of a max-pool window
+are equal or within rounding of each other they can pick different maxima and route that window's gradient to
+different pixels, a difference of tie-breaking, not of the backward pass. Photos as served have flat patches (one
+pixel value over a letterbox band or a uniform screen area) whose windows tie exactly, so even float64 can differ
+on the input gradient there; the noisy photos have no ties.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from model.synth import sample_factors
 
 def test_rates_are_counted_per_class_factor_and_value_worst_first() -> None:
     factors = [
-        {"device_kind": "phone", "blur": "none", "split": "test"},
+        {"device_kind": "phone", "blur": "none", "split": "test", "jpeg_quality": 80},
         {"device_kind": "phone", "blur": "motion"},
         {"device_kind": "tablet", "blur": "none"},
         {"device_kind": "phone", "blur": "none", "held_out": ["surface"]},
