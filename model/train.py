@@ -49,8 +49,8 @@ class TrainOptions:
     precision: str = "auto"  # "auto": bf16 autocast where the CPU computes bf16 natively, else fp32
 
 
-DEFAULT_EPOCHS = 24
-DEFAULT_N_TRAIN = 12000
+DEFAULT_EPOCHS = 14
+DEFAULT_N_TRAIN = 24000
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
