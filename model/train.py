@@ -46,7 +46,8 @@ class TrainOptions:
     patience: int = 6
     target_precision: float = 0.99
     cache: Path | None = None
-    precision: str = "auto"  # "auto": bf16 autocast where the CPU computes bf16 natively, else fp32
+    precision: str = "auto"  # "auto": bf16 autocast where the device computes bf16 natively, else fp32
+    device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU
 
 
 DEFAULT_EPOCHS = 14
@@ -54,19 +55,33 @@ DEFAULT_N_TRAIN = 24000
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
 
 
-def training_precision(requested: str) -> str:
+def training_device(requested: str) -> torch.device:
+    """The device training runs on: ``"auto"`` is CUDA when torch sees a GPU, else the CPU."""
+    if requested not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch sees no usable CUDA device")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def training_precision(requested: str, device: torch.device | None = None) -> str:
     """``"bf16"`` or ``"fp32"``: what the forward passes of training compute in.
 
     bf16 autocast (convolutions and matmuls in bfloat16, weights, optimiser state, losses and evaluation in
     float32) is several times faster on CPUs with native bf16 (AVX512-BF16, AMX) and slower where it is emulated,
-    so ``"auto"`` picks it only where oneDNN reports native support.
+    so ``"auto"`` picks it only where oneDNN reports native support; on a GPU, where CUDA reports bf16 support.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if requested != "auto":
         return requested
+    if device is not None and device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     return "bf16" if native else "fp32"
 
@@ -88,11 +103,12 @@ def training_batches(
 def predict_logits(net: TriageNet, data: ArrayDataset, spec: Preprocessing, batch: int = 256) -> np.ndarray:
     """Eval-time logits ``(N, K)``; inputs are normalised by ``model.preprocess.normalize``, as in serving."""
     net.eval()
+    device = next(net.parameters()).device
     out = []
     with torch.inference_mode():
         for i in range(0, len(data), batch):
-            x = torch.from_numpy(normalize(data.pixels[i : i + batch], spec))
-            out.append(net(x.contiguous(memory_format=torch.channels_last)).numpy())
+            x = torch.from_numpy(normalize(data.pixels[i : i + batch], spec)).to(device)
+            out.append(net(x.contiguous(memory_format=torch.channels_last)).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
 
@@ -136,7 +152,8 @@ def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, ep
         optimizer, max_lr=opts.lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.02)
-    bf16 = training_precision(opts.precision) == "bf16"
+    device = next(net.parameters()).device
+    bf16 = training_precision(opts.precision, device) == "bf16"
     best: tuple[float, dict[str, torch.Tensor], int] | None = None
     history = []
     stale = 0
@@ -146,8 +163,9 @@ def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, ep
         batches = training_batches(splits["train"], spec, opts.batch_size, generator)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
         for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = net(x.contiguous(memory_format=torch.channels_last))
             loss = loss_fn(logits.float(), y)
             loss.backward()
@@ -189,7 +207,8 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
     splits, data_description = _load_data(opts, spec)
     data_seconds = time.perf_counter() - started
 
-    net = build_network(config, seed=opts.seed).to(memory_format=torch.channels_last)
+    device = training_device(opts.device)
+    net = build_network(config, seed=opts.seed).to(device, memory_format=torch.channels_last)
     fit = _fit(net, splits, opts, epochs)
 
     val_logits = predict_logits(net, splits["val"], spec)
@@ -237,7 +256,8 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
             **fit,
             "optimizer": f"AdamW(lr={opts.lr}, weight_decay={opts.weight_decay}), OneCycle schedule",
             "batch_size": opts.batch_size,
-            "precision": training_precision(opts.precision),
+            "precision": training_precision(opts.precision, device),
+            "device": device.type,
             "seconds_total": round(seconds, 1),
             "seconds_data": round(data_seconds, 1),
             "threads": torch.get_num_threads(),

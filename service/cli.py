@@ -14,7 +14,13 @@ def _train(args: argparse.Namespace) -> int:
     from model.train import TrainOptions, train
 
     options = TrainOptions(
-        data=args.data, epochs=args.epochs, out=args.out, seed=args.seed, n_train=args.n_train, precision=args.precision
+        data=args.data,
+        epochs=args.epochs,
+        out=args.out,
+        seed=args.seed,
+        n_train=args.n_train,
+        precision=args.precision,
+        device=args.device,
     )
     train(options)
     return 0
@@ -74,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("auto", "bf16", "fp32"),
         default="auto",
-        help="forward passes in bf16 autocast or fp32 (auto: bf16 where the CPU has native bf16)",
+        help="forward passes in bf16 autocast or fp32 (auto: bf16 where the device has native bf16)",
     )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when torch sees a GPU")
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("export", help="write and check the ONNX model, update the model card")

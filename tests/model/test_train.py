@@ -39,6 +39,9 @@ def test_training_writes_a_card_with_calibration_metrics_and_hashes(tiny_run: Pa
     assert [row["name"] for row in card["layers"]] == list(NetworkConfig().stage_names)
     assert card["training"]["data"]["held_out_factors"]
     assert card["training"]["precision"] in ("bf16", "fp32")
+    import torch
+
+    assert card["training"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
@@ -98,3 +101,42 @@ def test_image_folder_names_the_missing_class_folder(tmp_path: Path) -> None:
     (tmp_path / "screen_damage").mkdir()
     with pytest.raises(FileNotFoundError, match="general_returns"):
         image_folder(tmp_path, Preprocessing())
+
+
+@pytest.mark.parametrize(
+    ("gpu", "requested", "expected"), [(True, "auto", "cuda"), (False, "auto", "cpu"), (True, "cpu", "cpu")]
+)
+def test_training_runs_on_cuda_when_torch_sees_a_gpu(
+    monkeypatch: pytest.MonkeyPatch, gpu: bool, requested: str, expected: str
+) -> None:
+    import torch
+
+    from model.train import training_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    assert training_device(requested).type == expected
+
+
+def test_cuda_training_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from model.train import training_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="torch sees no usable CUDA device"):
+        training_device("cuda")
+    with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda"):
+        training_device("tpu")
+
+
+@pytest.mark.parametrize(("bf16", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_on_a_gpu_follows_its_bf16_support(
+    monkeypatch: pytest.MonkeyPatch, bf16: bool, expected: str
+) -> None:
+    import torch
+
+    from model.train import training_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: not bf16)  # the CPU must not decide
+    assert training_precision("auto", torch.device("cuda")) == expected
