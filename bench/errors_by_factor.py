@@ -23,10 +23,10 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from export.quantize import predicted_classes
 from model.card import CARD_NAME, card_preprocessing, read_card
-from model.config import CLASSES, Preprocessing
+from model.config import CLASSES
 from model.data import split_seeds, synthetic_split
-from model.preprocess import normalize
 from model.synth import sample_factors
 
 # Factors that identify the photo rather than describe it (numeric ones, such as JPEG quality, are left out too).
@@ -68,16 +68,6 @@ def error_rates(factors: list[dict[str, Any]], labels: np.ndarray, wrong: np.nda
     return sorted(rows, key=lambda r: (-r.rate, -r.count, r.factor, r.value))
 
 
-def predict(model: Path, spec: Preprocessing, pixels: np.ndarray, batch: int = 128) -> np.ndarray:
-    """Class index per photo: the larger logit of ``model`` on letterboxed ``uint8 (N, S, S, 3)`` pixels."""
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    out = [
-        session.run(["logits"], {name: normalize(pixels[i : i + batch], spec)})[0] for i in range(0, len(pixels), batch)
-    ]
-    return np.concatenate(out).argmax(1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("artifacts/triage.onnx"))
@@ -90,7 +80,8 @@ def main() -> None:
 
     spec = card_preprocessing(read_card(args.model.parent / CARD_NAME))
     data = synthetic_split(args.split, args.n, spec, seed=args.seed)
-    wrong = predict(args.model, spec, data.pixels) != data.labels
+    session = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
+    wrong = predicted_classes(session, data.pixels, spec) != data.labels
     rows = error_rates(split_factors(args.split, args.n, args.seed), data.labels, wrong, args.min_count)
     print(f"{args.model}: {args.split} split, {args.n} photos, accuracy {1 - wrong.mean():.2%}\n")
     for k, label in enumerate(CLASSES):

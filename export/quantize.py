@@ -66,13 +66,18 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def predicted_classes(session: ort.InferenceSession, pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """Class index ``(N,)`` per photo, the larger logit of ``session`` on letterboxed ``uint8 (N, S, S, 3)`` pixels."""
+    out = [
+        session.run(["logits"], {"input": normalize(pixels[i : i + 64], spec)})[0].argmax(1)
+        for i in range(0, len(pixels), 64)
+    ]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
 def accuracy(session: ort.InferenceSession, pixels: np.ndarray, labels: np.ndarray, spec: Preprocessing) -> float:
     """Top-1 accuracy of ``session`` on ``pixels`` ``(N, S, S, 3)`` uint8."""
-    hits = 0
-    for i in range(0, len(pixels), 64):
-        (logits,) = session.run(["logits"], {"input": normalize(pixels[i : i + 64], spec)})
-        hits += int((logits.argmax(1) == labels[i : i + 64]).sum())
-    return hits / len(pixels)
+    return float((predicted_classes(session, pixels, spec) == labels).mean())
 
 
 def latency_ms(session: ort.InferenceSession, batch: np.ndarray, repeat: int) -> float:

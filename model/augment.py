@@ -1,8 +1,8 @@
 """Training augmentation for a whole batch at once, each photo with its own random draw.
 
 torchvision's ``v2.ColorJitter`` draws one set of factors per call, so per-photo jitter means one call per photo,
-which cost 2.6 ms a photo here: 40% of a training step. This module draws every photo's factors in one go and
-applies the jitter vectorised over the batch:
+which cost 2.6 ms a photo here, against 6.5 ms for the forward and backward passes. This module draws every photo's
+factors in one go and applies the jitter vectorised over the batch:
 
 - horizontal flip with probability 1/2;
 - brightness ``b``: blend with black, ``b * x``;
