@@ -73,9 +73,17 @@ class LayerGeometry:
     dilation: int = 1
 
 
+GLOBAL_POOLS = ("avg", "max")
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
-    """The CNN: named stages, then global average pool and a linear head."""
+    """The CNN: named stages, then a global pool over space and a linear head.
+
+    ``global_pool`` is ``"avg"`` (global average pooling, the shipped model) or ``"max"`` (each channel's largest
+    response anywhere in the photo). Max learns faster on short budgets and ends level with the average on the full
+    one (``bench/global_pool.py`` and ``docs/BENCHMARKS.md``).
+    """
 
     stages: tuple[Stage, ...] = (
         Stage("stage1", 24, stride=2),
@@ -88,6 +96,11 @@ class NetworkConfig:
     in_channels: int = 3
     num_classes: int = len(CLASSES)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    global_pool: str = "avg"
+
+    def __post_init__(self) -> None:
+        if self.global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {self.global_pool!r}")
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -108,6 +121,7 @@ class NetworkConfig:
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
             "preprocessing": self.preprocessing.to_dict(),
+            "global_pool": self.global_pool,
         }
 
     @classmethod
@@ -117,4 +131,5 @@ class NetworkConfig:
             in_channels=int(data["in_channels"]),
             num_classes=int(data["num_classes"]),
             preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+            global_pool=str(data.get("global_pool", "avg")),  # artifacts written before the field existed averaged
         )

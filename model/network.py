@@ -1,4 +1,4 @@
-"""The triage CNN in PyTorch: named stages of conv -> batch-norm -> ReLU [-> max-pool], then GAP and a linear head."""
+"""The triage CNN in PyTorch: named stages of conv -> batch-norm -> ReLU [-> max-pool], a global pool, a linear head."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ class TriageNet(nn.Module):
         for name, block in self.stages.items():
             x = block(x)
             maps[name] = x
-        logits = self.head(x.mean(dim=(2, 3)))
-        return logits, maps
+        pooled = x.amax(dim=(2, 3)) if self.config.global_pool == "max" else x.mean(dim=(2, 3))
+        return self.head(pooled), maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x)[0]

@@ -1,4 +1,5 @@
-"""Pointwise and dense NumPy layers: ReLU, global average pooling, linear, softmax cross-entropy, batch-norm folding.
+"""Pointwise and dense NumPy layers: ReLU, global max and average pooling, linear, softmax cross-entropy, batch-norm
+folding.
 
 Same contract as ``model.numpy_ops``: ``*_forward`` returns ``(out, cache)``, ``*_backward`` takes
 ``(dout, cache)``, and outputs keep the input dtype.
@@ -36,6 +37,33 @@ def global_avg_pool_backward(dout: np.ndarray, cache: tuple[int, int, int, int])
         raise ValueError(f"dout shape {dout.shape} does not match pooled shape {(n, c)}")
     scaled = dout / np.asarray(h * w, dtype=dout.dtype)
     return np.ascontiguousarray(np.broadcast_to(scaled[:, :, None, None], cache))
+
+
+def global_max_pool_forward(x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Maximum over space: ``(N, C, H, W)`` -> ``(N, C)``; the cache holds where each maximum was reached.
+
+    The cache is ``(mask (N, C, H, W), count (N, C))``: every position equal to its map's maximum, and how many.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"global max pooling expects (N, C, H, W), got shape {x.shape}")
+    if x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"global max pooling needs a non-empty map, got shape {x.shape}")
+    out = x.max(axis=(2, 3))
+    mask = x == out[:, :, None, None]
+    return out, (mask, mask.sum(axis=(2, 3)))
+
+
+def global_max_pool_backward(dout: np.ndarray, cache: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Route each ``dout (N, C)`` value to its map's maximum: returns ``(N, C, H, W)``.
+
+    Where several positions tie for the maximum the gradient is split evenly between them, as PyTorch's ``amax``
+    does.
+    """
+    mask, count = cache
+    if dout.shape != count.shape:
+        raise ValueError(f"dout shape {dout.shape} does not match pooled shape {count.shape}")
+    share = dout / count.astype(dout.dtype)
+    return np.where(mask, share[:, :, None, None], np.zeros((), dtype=dout.dtype))
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:

@@ -2,9 +2,10 @@
 
 Reads the same checkpoint as ``model.network.TriageNet`` (PyTorch ``state_dict`` names) and reproduces its eval-mode
 forward pass: per stage ``conv(w') + b' -> ReLU [-> max-pool]`` with ``(w', b')`` the batch-norm-folded weights,
-then global average pooling and the linear head. ``backward`` propagates gradients from the logits and/or any
-stage map down to the input, and reports parameter gradients both for the folded weights and, by the chain rule
-through the fold, for the checkpoint's own parameters (conv weight, batch-norm weight and bias, head).
+then the global pool (max or average, as the config says) and the linear head. ``backward`` propagates gradients
+from the logits and/or any stage map down to the input, and reports parameter gradients both for the folded
+weights and, by the chain rule through the fold, for the checkpoint's own parameters (conv weight, batch-norm
+weight and bias, head).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from model.numpy_layers import (
     batchnorm_fold,
     global_avg_pool_backward,
     global_avg_pool_forward,
+    global_max_pool_backward,
+    global_max_pool_forward,
     linear_backward,
     linear_forward,
     relu_backward,
@@ -59,7 +62,7 @@ class Trace:
     logits: np.ndarray
     maps: dict[str, np.ndarray]
     stages: dict[str, StageCache]
-    gap: tuple[int, int, int, int]
+    pool: tuple[int, int, int, int] | tuple[np.ndarray, np.ndarray]  # the global pool's cache
     head: tuple[np.ndarray, np.ndarray]
 
 
@@ -152,9 +155,10 @@ class NumpyTriageNet:
                 h, pool_cache = maxpool2d_forward(h, st.pool, st.pool)
             maps[st.name] = h
             caches[st.name] = StageCache(conv_cache, relu_cache, pool_cache)
-        pooled, gap_cache = global_avg_pool_forward(h)
+        pool_forward = global_max_pool_forward if self.config.global_pool == "max" else global_avg_pool_forward
+        pooled, global_cache = pool_forward(h)
         logits, head_cache = linear_forward(pooled, self.head_w, self.head_b)
-        return Trace(logits, maps, caches, gap_cache, head_cache)
+        return Trace(logits, maps, caches, global_cache, head_cache)
 
     def backward(
         self, trace: Trace, dlogits: np.ndarray | None = None, dmaps: dict[str, np.ndarray] | None = None
@@ -173,7 +177,8 @@ class NumpyTriageNet:
             if dlogits.shape != trace.logits.shape:
                 raise ValueError(f"dlogits shape {dlogits.shape} does not match logits shape {trace.logits.shape}")
             dpooled, folded["head.weight"], folded["head.bias"] = linear_backward(dlogits, trace.head)
-            dmaps[last] = dmaps.get(last, 0) + global_avg_pool_backward(dpooled, trace.gap)
+            pool_backward = global_max_pool_backward if self.config.global_pool == "max" else global_avg_pool_backward
+            dmaps[last] = dmaps.get(last, 0) + pool_backward(dpooled, trace.pool)  # type: ignore[arg-type]
         else:
             folded["head.weight"], folded["head.bias"] = np.zeros_like(self.head_w), np.zeros_like(self.head_b)
         grad: np.ndarray | None = None

@@ -11,6 +11,7 @@ DEFAULT_ARTIFACTS = Path("artifacts")
 
 
 def _train(args: argparse.Namespace) -> int:
+    from model.config import NetworkConfig
     from model.train import TrainOptions, train
 
     options = TrainOptions(
@@ -22,7 +23,7 @@ def _train(args: argparse.Namespace) -> int:
         precision=args.precision,
         device=args.device,
     )
-    train(options)
+    train(options, NetworkConfig(global_pool=args.global_pool))
     return 0
 
 
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="forward passes in bf16 autocast or fp32 (auto: bf16 where the device has native bf16)",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when torch sees a GPU")
+    p.add_argument(
+        "--global-pool",
+        choices=("avg", "max"),
+        default="avg",
+        help="how the head pools the last stage over space (docs/BENCHMARKS.md compares them)",
+    )
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("export", help="write and check the ONNX model, update the model card")

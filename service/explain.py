@@ -6,9 +6,12 @@ their statistics, the map's argmax cell and the receptive-field box of that cell
 ``model.receptive_field`` is the reference), the box of every row and column of cells (so any cell's box is
 ``[xs[x][0], ys[y][0], xs[x][1], ys[y][1]]``), and each channel as a colour-mapped PNG or as an array.
 
-The class-activation map is exact for this network: the logits are ``W @ mean_hw(A) + b`` with ``A`` the last
-stage's map ``(C, H, W)``, so ``cam = W[k] . A`` (``(H, W)``) has ``mean(cam) + b[k] == logit[k]``. ``W`` and ``b``
-are the ONNX file's initializers. The map is overlaid on the photo and its peak cell's box is given.
+The class-activation map is exact for this network: it is each cell's contribution to the logit, so that
+``sum(cam) + b[k] == logit[k]``. With ``A`` the last stage's map ``(C, H, W)`` and the head ``W``, ``b`` (the ONNX
+file's initializers): under global max pooling the logit is ``W[k] @ max_hw(A) + b[k]``, so channel ``c``
+contributes ``W[k, c] * max(A[c])`` at the cell where its maximum is (shared evenly between tied cells); under
+global average pooling (the shipped model) it is ``W[k] @ mean_hw(A) + b[k]``, so ``cam = W[k] . A / (H * W)``.
+The map is overlaid on the photo and its peak cell's box is given.
 """
 
 from __future__ import annotations
@@ -85,7 +88,9 @@ class Explainer:
             raise ValueError(f"ONNX outputs {self.stages} do not match the network's stages {self.config.stage_names}")
         self.classes = tuple(json.loads(graph.metadata.get("classes", "[]"))) or self.config.preprocessing.classes
         self.fields = stage_fields(self.config)
-        self.head_w, self.head_b, self.cam_stage = head_weights(graph, LOGITS)
+        self.head_w, self.head_b, self.cam_stage, self.pool = head_weights(graph, LOGITS)
+        if self.pool != self.config.global_pool:
+            raise ValueError(f"the ONNX head pools by {self.pool}; its metadata says {self.config.global_pool}")
         self._convs = stage_convs(graph, self.stages)
         self._erf: ErfEngine | None = None
 
@@ -195,8 +200,7 @@ class Explainer:
         options: ExplainOptions,
     ) -> dict[str, Any]:
         k = int(np.argmax(outputs[LOGITS]))
-        maps = outputs[self.cam_stage].astype(np.float64)
-        cam = np.einsum("c,chw->hw", self.head_w[k].astype(np.float64), maps)  # no BLAS: see grid_to_photo
+        cam = logit_contributions(self.head_w[k], outputs[self.cam_stage], self.pool)
         field = self.fields[self.cam_stage]
         boxes = cell_boxes(field, geo)
         y, x = divmod(int(cam.argmax()), cam.shape[1])
@@ -205,7 +209,7 @@ class Explainer:
             "class": self.classes[k],
             "layer": self.cam_stage,
             "shape": list(cam.shape),
-            "values": _round(cam),
+            "values": _round(cam, 9),  # each cell's share of the logit: small numbers
             "peak": {
                 "cell": [y, x],
                 "value": float(cam[y, x]),
@@ -213,7 +217,8 @@ class Explainer:
                 "box_unclipped": boxes.box_unclipped(y, x),
             },
             "logit": float(outputs[LOGITS][k]),
-            "mean_plus_bias": float(cam.mean() + self.head_b[k]),
+            "pool": self.pool,
+            "sum_plus_bias": float(cam.sum() + self.head_b[k]),
         }
         if options.format == "png":
             result["overlay_png"] = img.png_base64(img.overlay(photo, heat), colours=256)
@@ -238,6 +243,20 @@ class Explainer:
             "box_half_side": field.size / 2,
             "png": img.png_base64(img.feature_map_image(box_crop(summary.gradient, box), img.INFERNO)),
         }
+
+
+def logit_contributions(weights: np.ndarray, maps: np.ndarray, pool: str) -> np.ndarray:
+    """Each cell's share of ``weights (C,) @ global_pool(maps (C, H, W))``: ``(H, W)``, float64, summing to it."""
+    maps = maps.astype(np.float64)
+    w = weights.astype(np.float64)
+    if pool == "avg":
+        return np.einsum("c,chw->hw", w, maps) / (maps.shape[1] * maps.shape[2])  # no BLAS: see grid_to_photo
+    if pool != "max":
+        raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+    peaks = maps.max(axis=(1, 2), keepdims=True)
+    at_peak = maps == peaks
+    share = at_peak / at_peak.sum(axis=(1, 2), keepdims=True)
+    return np.einsum("c,chw->hw", w * peaks[:, 0, 0], share)
 
 
 def outputs_of(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

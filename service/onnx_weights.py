@@ -218,8 +218,12 @@ def read_onnx(path: Path) -> OnnxGraph:
     return OnnxGraph(initializers, tuple(nodes), tuple(outputs), metadata)
 
 
-def head_weights(graph: OnnxGraph, logits: str = "logits") -> tuple[np.ndarray, np.ndarray, str]:
-    """The linear head ``W (K, C)``, ``b (K,)`` and the stage output it averages (global average pool + Gemm)."""
+_GLOBAL_POOLS = {"ReduceMax": "max", "GlobalMaxPool": "max", "ReduceMean": "avg", "GlobalAveragePool": "avg"}
+
+
+def head_weights(graph: OnnxGraph, logits: str = "logits") -> tuple[np.ndarray, np.ndarray, str, str]:
+    """The linear head ``W (K, C)``, ``b (K,)``, the stage output it pools (global pool + Gemm) and the pool,
+    ``"max"`` or ``"avg"``."""
     gemm = graph.producer(logits)
     if gemm.op_type != "Gemm" or len(gemm.inputs) < 3:
         raise OnnxFormatError(f"{logits!r} comes from {gemm.op_type}, not a Gemm with bias")
@@ -229,9 +233,9 @@ def head_weights(graph: OnnxGraph, logits: str = "logits") -> tuple[np.ndarray, 
     weight = weight if gemm.attributes.get("transB", 0) else weight.T
     bias = bias * float(gemm.attributes.get("beta", 1.0))
     pool = graph.producer(gemm.inputs[0])
-    if pool.op_type not in ("ReduceMean", "GlobalAveragePool"):
-        raise OnnxFormatError(f"the head reads {pool.op_type}, not a global average pool")
-    return weight.astype(np.float32), bias.astype(np.float32), pool.inputs[0]
+    if pool.op_type not in _GLOBAL_POOLS:
+        raise OnnxFormatError(f"the head reads {pool.op_type}, not a global max or average pool")
+    return weight.astype(np.float32), bias.astype(np.float32), pool.inputs[0], _GLOBAL_POOLS[pool.op_type]
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ def _components(max_images: int) -> Schema:
                     "type": "object",
                     "properties": {
                         "class": {"type": "string", "enum": list(CLASSES)},
+                        "pool": {"type": "string", "enum": ["max", "avg"]},
                         "overlay_png": {"type": "string"},
                     },
                     "required": ["class"],

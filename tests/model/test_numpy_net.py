@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +72,14 @@ def _torch_loss_grads(net: TriageNet, x: np.ndarray, labels: np.ndarray) -> tupl
     return loss.item(), {"input": xt.grad.numpy(), **grads}
 
 
+@pytest.mark.parametrize("pool", ["max", "avg"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_loss_gradients_match_autograd_on_every_parameter_and_the_input(dtype: type[np.floating]) -> None:
+def test_loss_gradients_match_autograd_on_every_parameter_and_the_input(dtype: type[np.floating], pool: str) -> None:
     """float64: max relative error <= 1e-4 is checked with a far tighter 1e-9; float32 against float32 autograd
-    (different summation orders on both sides) stays within the 1e-4 bound."""
-    net = random_net(SMALL, seed=11).to(torch.float64 if dtype is np.float64 else torch.float32)
-    ours = NumpyTriageNet.from_weights(SMALL, state_to_numpy(net), dtype=dtype)
+    (different summation orders on both sides) stays within the 1e-4 bound. Both global pools."""
+    config = replace(SMALL, global_pool=pool)
+    net = random_net(config, seed=11).to(torch.float64 if dtype is np.float64 else torch.float32)
+    ours = NumpyTriageNet.from_weights(config, state_to_numpy(net), dtype=dtype)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 3, 48, 48)).astype(dtype)
     labels = np.array([0, 1, 1])

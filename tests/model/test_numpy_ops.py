@@ -15,6 +15,8 @@ from model.numpy_layers import (
     batchnorm_fold,
     global_avg_pool_backward,
     global_avg_pool_forward,
+    global_max_pool_backward,
+    global_max_pool_forward,
     linear_backward,
     linear_forward,
     relu_backward,
@@ -194,6 +196,31 @@ def test_relu_and_global_avg_pool_match_torch(shape: list[int], seed: int) -> No
     gref.backward(_t(dpool))
     np.testing.assert_allclose(pooled, gref.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(global_avg_pool_backward(dpool, gcache), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@PROPERTY
+@given(shape=st.lists(st.integers(1, 4), min_size=4, max_size=4), seed=st.integers(0, 2**31 - 1))
+def test_global_max_pool_matches_torch_amax_ties_included(shape: list[int], seed: int) -> None:
+    """Few distinct values, so maps often hold their maximum more than once: the gradient is shared as amax does."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, shape).astype(np.float64)
+    pooled, cache = global_max_pool_forward(x)
+    xt = _t(x, True)
+    ref = xt.amax(dim=(2, 3))
+    dpool = rng.standard_normal(pooled.shape)
+    ref.backward(_t(dpool))
+    np.testing.assert_array_equal(pooled, ref.detach().numpy())
+    np.testing.assert_allclose(global_max_pool_backward(dpool, cache), xt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_global_max_pool_gradient_is_the_finite_difference_without_ties() -> None:
+    rng = np.random.default_rng(5)
+    xg = rng.standard_normal((2, 3, 4, 3))
+    dg = rng.standard_normal((2, 3))
+    numeric = _numeric_grad(lambda: float((global_max_pool_forward(xg)[0] * dg).sum()), xg)
+    np.testing.assert_allclose(global_max_pool_backward(dg, global_max_pool_forward(xg)[1]), numeric, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        global_max_pool_backward(dg[:1], global_max_pool_forward(xg)[1])
 
 
 @PROPERTY

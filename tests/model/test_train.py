@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,41 @@ def test_auto_precision_on_a_gpu_follows_its_bf16_support(
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: not bf16)  # the CPU must not decide
     assert training_precision("auto", torch.device("cuda")) == expected
+
+
+def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--global-pool max`` reaches the network, the card, the ONNX head and the explanation's exact CAM."""
+    import model.train as training
+    from export.pipeline import export_artifacts
+    from service.cli import build_parser
+    from service.engine import TriageEngine
+    from service.explain import Explainer
+    from service.explain_options import ExplainOptions
+    from service.intake import IntakeLimits, read_photo
+
+    real_train = training.train
+
+    def small(options: training.TrainOptions, config: NetworkConfig) -> dict:
+        tiny = training.TrainOptions(out=options.out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32)
+        return real_train(replace(tiny, batch_size=16), config)
+
+    monkeypatch.setattr(training, "train", small)
+    args = build_parser().parse_args(["train", "--global-pool", "max", "--out", str(tmp_path)])
+    assert args.handler(args) == 0
+    card = json.loads((tmp_path / CARD_NAME).read_text())
+    assert card["network"]["global_pool"] == "max"
+    export_artifacts(tmp_path / CHECKPOINT_NAME, tmp_path)
+    proto = onnx.load(str(tmp_path / ONNX_NAME))
+    assert [n.op_type for n in proto.graph.node if n.output[0] != "logits"][-1] == "ReduceMax"
+    engine = TriageEngine(tmp_path / ONNX_NAME, device="cpu")
+    photo = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(photo, "PNG")
+    prepared, _ = read_photo(photo.getvalue(), engine.preprocessing, IntakeLimits())
+    outputs = engine.infer(prepared.tensor[None], engine.output_names)
+    explainer = Explainer.from_onnx(tmp_path / ONNX_NAME)
+    options = ExplainOptions(layers=(explainer.cam_stage,), channels=1, format="json")
+    cam = explainer.explain(
+        prepared, {k: v[0] for k, v in outputs.items()}, engine.decide(outputs["logits"])[0], options
+    )
+    assert cam["cam"]["pool"] == "max"
+    assert cam["cam"]["sum_plus_bias"] == pytest.approx(cam["cam"]["logit"], abs=1e-4)

@@ -145,7 +145,7 @@ def test_cam_is_exact_and_peaks_where_reported(model: tuple[TriageEngine, Explai
     last = stage_fields(CONFIG)[LAST]
     assert cam["class"] in ("screen_damage", "general_returns") and cam["layer"] == LAST
     assert cam["shape"] == list(last.out_size) and values.shape == last.out_size
-    assert cam["mean_plus_bias"] == pytest.approx(cam["logit"], abs=1e-4)
+    assert cam["pool"] == "avg" and cam["sum_plus_bias"] == pytest.approx(cam["logit"], abs=1e-4)
     assert tuple(cam["peak"]["cell"]) == np.unravel_index(values.argmax(), values.shape)
     overlay = Image.open(io.BytesIO(base64.b64decode(cam["overlay_png"])))
     assert overlay.format == "PNG" and overlay.size == (result["display"]["width"], result["display"]["height"])
@@ -253,3 +253,22 @@ def test_explain_cli_reports_unreadable_files(random_model_dir: Path, tmp_path: 
     assert "error 415" in capsys.readouterr().err
     assert explain_file(tmp_path / "missing.jpg", tmp_path / "out", model=random_model_dir / "triage.onnx") == 1
     assert not (tmp_path / "out" / "explanation.json").exists()
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_logit_contributions_add_up_to_the_pooled_logit_ties_included(pool: str) -> None:
+    from service.explain import logit_contributions
+
+    rng = np.random.default_rng(11)
+    maps = rng.integers(0, 4, (5, 3, 4)).astype(np.float32)  # few values: maxima tie within maps
+    weights = rng.standard_normal(5).astype(np.float32)
+    wide = maps.astype(np.float64)
+    pooled = wide.max(axis=(1, 2)) if pool == "max" else wide.mean(axis=(1, 2))
+    cam = logit_contributions(weights, maps, pool)
+    assert cam.shape == (3, 4) and cam.dtype == np.float64
+    assert cam.sum() == pytest.approx(float(weights.astype(np.float64) @ pooled), abs=1e-9)
+    if pool == "max":  # only cells holding some channel's maximum contribute
+        holds_a_max = (maps == maps.max(axis=(1, 2), keepdims=True)).any(axis=0)
+        assert np.all(cam[~holds_a_max] == 0)
+    with pytest.raises(ValueError, match="pool"):
+        logit_contributions(weights, maps, "median")

@@ -54,10 +54,10 @@ def test_onnx_reader_follows_identity_and_constant_nodes(tmp_path: Path) -> None
     )
     path = tmp_path / "tiny.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    weight, bias, last = head_weights(read_onnx(path))
+    weight, bias, last, pool = head_weights(read_onnx(path))
     np.testing.assert_array_equal(weight, w)
     np.testing.assert_array_equal(bias, b)
-    assert last == "stage1"
+    assert last == "stage1" and pool == "avg"
     path.write_bytes(b"\x0a\xff\xff\xff")  # a length running past the end of the file
     with pytest.raises(OnnxFormatError):
         read_onnx(path)
@@ -66,9 +66,9 @@ def test_onnx_reader_follows_identity_and_constant_nodes(tmp_path: Path) -> None
 def test_head_weights_are_the_trained_heads(random_model_dir: Path) -> None:
     from model.network import build_network
 
-    weight, bias, last = head_weights(read_onnx(random_model_dir / "triage.onnx"))
+    weight, bias, last, pool = head_weights(read_onnx(random_model_dir / "triage.onnx"))
     net = build_network(seed=0)  # the fixture's network
-    assert last == LAST
+    assert last == LAST and pool == NetworkConfig().global_pool == "avg"
     np.testing.assert_array_equal(weight, net.head.weight.detach().numpy())
     np.testing.assert_array_equal(bias, net.head.bias.detach().numpy())
     engine = TriageEngine(random_model_dir / "triage.onnx", device="cpu")

@@ -1,0 +1,29 @@
+"""The network configuration as it travels with the model: round trips, older artifacts, invalid values."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from model.config import GLOBAL_POOLS, NetworkConfig, Preprocessing, Stage
+
+
+@pytest.mark.parametrize("pool", GLOBAL_POOLS)
+def test_config_round_trips_through_json(pool: str) -> None:
+    config = NetworkConfig(stages=(Stage("a", 8), Stage("b", 4, pool=0)), global_pool=pool)
+    again = NetworkConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again.global_pool == pool
+
+
+def test_a_config_written_before_the_pool_was_named_averages() -> None:
+    """Checkpoints and ONNX metadata written before ``global_pool`` existed came from the average-pooling network."""
+    old = NetworkConfig().to_dict()
+    del old["global_pool"]
+    assert NetworkConfig.from_dict(old).global_pool == "avg"
+    assert NetworkConfig(global_pool="max").to_dict()["global_pool"] == "max"
+
+
+def test_an_unknown_pool_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="'median'"):
+        NetworkConfig(global_pool="median", preprocessing=Preprocessing())
