@@ -126,6 +126,19 @@ def test_normalize_matches_the_formula_and_layout() -> None:
     np.testing.assert_allclose(out[1, :, 2, 3], expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(16, 17, 3), (2, 12, 11, 3), (2, 2, 8, 9, 3)])
+def test_normalize_is_the_float32_formula_bit_for_bit(shape: tuple[int, ...]) -> None:
+    """Every byte value in every channel, any leading batch axes, a mean and std other than the default."""
+    spec = Preprocessing(mean=(0.5, 0.25, 0.125), std=(0.3, 0.7, 0.9))
+    pixels = np.random.default_rng(len(shape)).integers(0, 256, shape, dtype=np.uint8)
+    pixels.reshape(-1, 3)[:256] = np.arange(256, dtype=np.uint8)[:, None]
+    mean, std = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
+    formula = np.moveaxis((pixels.astype(np.float32) / np.float32(255.0) - mean) / std, -1, -3)
+    out = normalize(pixels, spec)
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, formula)
+
+
 def test_normalize_rejects_wrong_layout() -> None:
     with pytest.raises(ValueError, match=r"\(3, 5, 5\)"):
         normalize(np.zeros((3, 5, 5), dtype=np.uint8), SPEC)
