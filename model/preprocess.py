@@ -131,10 +131,15 @@ def letterbox(photo: Photo, spec: Preprocessing) -> tuple[np.ndarray, Letterbox]
         raise ValueError(f"unsupported resize policy {spec.resize!r}; this version knows 'letterbox'")
     geo = letterbox_geometry(photo.width, photo.height, spec.size)
     resized = photo.image.resize((geo.new_width, geo.new_height), _RESAMPLE[spec.interpolation])
-    pad = tuple(round(m * 255) for m in spec.mean)
+    colour = np.asarray([round(m * 255) for m in spec.mean], dtype=np.uint8)
+    top, left = geo.pad_y, geo.pad_x
+    bottom, right = top + geo.new_height, left + geo.new_width
     canvas = np.empty((spec.size, spec.size, 3), dtype=np.uint8)
-    canvas[...] = np.asarray(pad, dtype=np.uint8)
-    canvas[geo.pad_y : geo.pad_y + geo.new_height, geo.pad_x : geo.pad_x + geo.new_width] = np.asarray(resized)
+    canvas[:top] = colour  # only the padding is filled: the photo covers the rest
+    canvas[bottom:] = colour
+    canvas[top:bottom, :left] = colour
+    canvas[top:bottom, right:] = colour
+    canvas[top:bottom, left:right] = np.asarray(resized)
     return canvas, geo
 
 

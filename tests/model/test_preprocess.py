@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from model.config import Preprocessing
-from model.preprocess import decode_photo, letterbox, letterbox_geometry, normalize, prepare, to_rgb
+from model.preprocess import Photo, decode_photo, letterbox, letterbox_geometry, normalize, prepare, to_rgb
 
 SPEC = Preprocessing()
 
@@ -142,6 +142,20 @@ def test_normalize_is_the_float32_formula_bit_for_bit(shape: tuple[int, ...]) ->
 def test_normalize_rejects_wrong_layout() -> None:
     with pytest.raises(ValueError, match=r"\(3, 5, 5\)"):
         normalize(np.zeros((3, 5, 5), dtype=np.uint8), SPEC)
+
+
+@given(st.integers(1, 90), st.integers(1, 90), st.integers(0, 2**32 - 1))
+def test_letterbox_writes_every_pixel_the_photo_or_the_mean_colour(width: int, height: int, seed: int) -> None:
+    """The canvas starts uninitialised and only the padding is filled: compare with fill-everything-then-paste."""
+    spec = Preprocessing(size=48)
+    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    photo = Photo(Image.fromarray(rgb), width, height)
+    pixels, geo = letterbox(photo, spec)
+    expected = np.empty_like(pixels)
+    expected[...] = [round(m * 255) for m in spec.mean]
+    resized = photo.image.resize((geo.new_width, geo.new_height), Image.Resampling.BILINEAR)
+    expected[geo.pad_y : geo.pad_y + geo.new_height, geo.pad_x : geo.pad_x + geo.new_width] = np.asarray(resized)
+    np.testing.assert_array_equal(pixels, expected)
 
 
 def test_letterbox_pads_with_the_mean_colour_which_normalises_to_about_zero() -> None:
