@@ -7,7 +7,8 @@ one per core, each decoding, preprocessing and running ONNX Runtime on one threa
 in-process latency (one photo at a time), then for each ``--config`` starts ``triage serve`` in its own process
 group and drives it from this process with an asyncio HTTP/1.1 client (keep-alive connections, requests built in
 advance). Prints markdown tables. Config keys: workers (TRIAGE_WORKERS_PER_DEVICE), batch (TRIAGE_MAX_BATCH_SIZE),
-timeout (TRIAGE_BATCH_TIMEOUT, seconds), threads (TRIAGE_ORT_THREADS, 0 = ONNX Runtime's choice).
+timeout (TRIAGE_BATCH_TIMEOUT, seconds), threads (TRIAGE_ORT_THREADS, 0 = ONNX Runtime's choice), handoff (1: photos
+reach the workers through TRIAGE_HANDOFF_DIR, the default; 0: through LitServe's request queue).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ServerConfig:
     batch: int = 8
     timeout: float = 0.0
     threads: int = 1
+    handoff: int = 1
 
     @classmethod
     def parse(cls, text: str) -> ServerConfig:
@@ -63,7 +65,8 @@ class ServerConfig:
         return cls(**{key: (float if key == "timeout" else int)(value) for key, value in fields.items()})
 
     def __str__(self) -> str:
-        return f"workers={self.workers} batch={self.batch} timeout={self.timeout * 1000:g}ms ort_threads={self.threads}"
+        text = f"workers={self.workers} batch={self.batch} timeout={self.timeout * 1000:g}ms ort_threads={self.threads}"
+        return text if self.handoff else f"{text} handoff=off"
 
 
 def _render(job: tuple[int, tuple[int, int]]) -> bytes:
@@ -138,6 +141,8 @@ def start_server(
     env.update(TRIAGE_MODEL_PATH=str(model), TRIAGE_HOST="127.0.0.1", TRIAGE_PORT=str(port), PYTHONPATH=str(ROOT))
     env.update(TRIAGE_WORKERS_PER_DEVICE=str(config.workers), TRIAGE_MAX_BATCH_SIZE=str(config.batch))
     env.update(TRIAGE_BATCH_TIMEOUT=str(config.timeout), TRIAGE_ORT_THREADS=str(config.threads))
+    if not config.handoff:
+        env.update(TRIAGE_HANDOFF_DIR="")
     env.update(extra_env or {})
     with log.open("wb") as out:
         proc = subprocess.Popen(SERVE, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

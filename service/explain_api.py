@@ -12,6 +12,7 @@ error while drawing one explanation is that request's own 500 (a bug, logged wit
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ from service.explain_options import ExplainOptions, OptionError, parse_options
 from service.intake import IntakeError, read_photo
 from service.metrics import metrics
 from service.onnx_weights import read_onnx
+from service.photo_handoff import handoff_of
 from service.routing import Decision
 from service.settings import Settings
 from service.uploads import TicketUpload, read_upload, reject
@@ -41,8 +43,9 @@ class ExplainUpload:
     options: ExplainOptions
 
 
-async def read_explain(request: Request) -> ExplainUpload:
-    """FastAPI dependency: the options (400 if malformed) and exactly one photo (400 otherwise)."""
+async def read_explain(request: Request) -> AsyncIterator[ExplainUpload]:
+    """FastAPI dependency: the options (400 if malformed) and exactly one photo (400 otherwise), handed over to the
+    worker until the request is answered (``service.photo_handoff``)."""
     try:
         options = parse_options(request.query_params, getattr(request.app.state, "explain_layers", None))
     except OptionError as exc:
@@ -50,7 +53,8 @@ async def read_explain(request: Request) -> ExplainUpload:
     upload = await read_upload(request)
     if len(upload.photos) != 1:
         raise reject(request, 400, "malformed_request", f"send exactly one photo to explain, not {len(upload.photos)}")
-    return ExplainUpload(upload, options)
+    async with handoff_of(request).shared(upload) as shared:
+        yield ExplainUpload(shared, options)
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ class ExplainAPI(EngineAPI):
         timings = {"queue": queue_seconds}
         if error is None:
             try:
-                prepared, read = read_photo(photo.data, self.engine.preprocessing, self.settings.intake_limits)
+                prepared, read = read_photo(photo.read(), self.engine.preprocessing, self.settings.intake_limits)
                 metrics().decode_latency.observe(time.perf_counter() - t0)
                 return DecodedPhoto(request, prepared, {**timings, **read})
             except IntakeError as exc:

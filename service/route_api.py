@@ -24,9 +24,10 @@ from model.preprocess import Prepared
 from service.engine_api import EngineAPI
 from service.intake import IntakeError, read_photo
 from service.metrics import metrics
+from service.photo_handoff import shared_upload
 from service.routing import Decision, ticket_decision
 from service.settings import Settings
-from service.uploads import TicketUpload, read_upload
+from service.uploads import TicketUpload
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class RouteAPI(EngineAPI):
             **engine,
         )
 
-    def decode_request(self, request: Annotated[TicketUpload, Depends(read_upload)]) -> DecodedTicket:
+    def decode_request(self, request: Annotated[TicketUpload, Depends(shared_upload)]) -> DecodedTicket:
         started = time.time()
         queue_seconds = max(0.0, started - request.received_at)
         metrics().queue_latency.observe(queue_seconds)
@@ -74,7 +75,7 @@ class RouteAPI(EngineAPI):
             error = photo.error
             if error is None:
                 try:
-                    prepared, timings = read_photo(photo.data, self.engine.preprocessing, self.settings.intake_limits)
+                    prepared, timings = read_photo(photo.read(), self.engine.preprocessing, self.settings.intake_limits)
                 except IntakeError as exc:
                     error = exc
             if error is not None:

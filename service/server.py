@@ -31,6 +31,7 @@ from service.logs import configure_logging
 from service.metrics import MULTIPROC_ENV, live_models, render, use_metrics_dir
 from service.openapi import describe_api
 from service.page import PAGE_PATH, add_page_routes
+from service.photo_handoff import PhotoHandoff
 from service.request_context import RequestContextMiddleware
 from service.route_api import ROUTE_PATH, RouteAPI
 from service.settings import Settings
@@ -114,6 +115,7 @@ def build_server(settings: Settings, card: dict[str, Any], plan: DevicePlan) -> 
         healthcheck_path=HEALTH_PATH,
     )
     server.app.state.upload_limits = UploadLimits(max_images=settings.max_images, max_bytes=settings.max_bytes)
+    server.app.state.photo_handoff = PhotoHandoff(settings.handoff_dir)
     _add_service_routes(server.app, card)
     add_page_routes(server.app)
     for api in apis:

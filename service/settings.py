@@ -56,9 +56,14 @@ class Settings(BaseSettings):
         "status 1 (0: exit on the first)",
     )
     worker_restart_window: float = Field(300.0, gt=0, description="seconds over which worker_restarts are counted")
+    handoff_dir: Path | None = Field(
+        Path("/dev/shm"),
+        description="RAM-backed directory through which the HTTP processes hand photos to the inference workers "
+        "(bench/handoff.py); empty, missing or full: photos travel in LitServe's request queue",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "handoff_dir", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value

@@ -53,6 +53,7 @@ from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem, W
 
 from service.engine_api import EngineAPI
 from service.metrics import live_models, metrics
+from service.photo_handoff import sweep
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -355,6 +356,8 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
     finally:
         if manager is not None:
             _stop(server, workers, http, settings.drain_timeout)
+            # What an HTTP process killed mid-request left in the hand-off directory (the others removed theirs).
+            sweep(settings.handoff_dir, [proc.pid for proc in http if proc.pid is not None])
             manager.shutdown()
         for sock in sockets:
             sock.close()  # already closed unless starting the HTTP processes failed

@@ -36,12 +36,24 @@ class UploadedPhoto:
     """One photo as received: its bytes, or the error that already rules it out.
 
     The bytes stay out of ``repr``: LitServe formats every request it handles into a debug message whether or
-    not debug logging is on, and the repr of a 3 MB photo costs more CPU than decoding it.
+    not debug logging is on, and the repr of a 3 MB photo costs more CPU than decoding it. ``shared`` is the file
+    the bytes were handed over in instead (``service.photo_handoff``); ``read`` gives the bytes either way.
     """
 
     name: str | None
     data: bytes = field(default=b"", repr=False)
     error: IntakeError | None = None
+    shared: str | None = None
+
+    def read(self) -> bytes:
+        """The photo's bytes; an ``IntakeError`` if its hand-off file is gone (the request was already answered)."""
+        if self.shared is None:
+            return self.data
+        try:
+            with open(self.shared, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise IntakeError(408, "the request was answered before its photo was read", "expired") from None
 
 
 @dataclass(frozen=True)

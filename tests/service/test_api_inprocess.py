@@ -25,8 +25,14 @@ MAX_BYTES = 400_000
 
 
 @pytest.fixture(scope="module")
-def served(random_model_dir: Path, metrics_dir: Path) -> Iterator[tuple[TestClient, Any]]:
+def handoff_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("handoff")
+
+
+@pytest.fixture(scope="module")
+def served(random_model_dir: Path, metrics_dir: Path, handoff_dir: Path) -> Iterator[tuple[TestClient, Any]]:
     settings = Settings(
+        handoff_dir=handoff_dir,
         model_path=random_model_dir / "triage.onnx",
         api_key=KEY,
         device="cpu",
@@ -249,6 +255,18 @@ def test_mixed_batch_under_concurrency(client: TestClient, photos: dict[str, byt
     handled, batches = (after[i] - before[i] for i in range(2))
     assert handled == len(requests)
     assert batches < handled, "no two concurrent requests were batched together"
+
+
+def test_handed_over_photos_are_removed_once_answered(
+    client: TestClient, photos: dict[str, bytes], handoff_dir: Path
+) -> None:
+    """The workers read every photo from the hand-off directory; nothing stays there, whatever the outcome."""
+    tickets = [[("a.jpg", photos["jpeg"]), ("b.png", photos["png"])], [("cut.jpg", photos["jpeg"][:200])]] * 4
+    with ThreadPoolExecutor(max_workers=len(tickets)) as pool:
+        statuses = [r.status_code for r in pool.map(lambda t: post(client, *t), tickets)]
+    assert statuses == [200, 422] * 4
+    assert post(client, ("a.jpg", photos["jpeg"]), key="wrong").status_code == 401
+    assert list(handoff_dir.iterdir()) == []
 
 
 def test_model_endpoint(client: TestClient, random_model_dir: Path) -> None:

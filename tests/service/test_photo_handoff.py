@@ -1,0 +1,117 @@
+"""Photos handed from the HTTP process to the worker through a directory: exact bytes, nothing left behind, and the
+queue as the fallback whenever the directory cannot take a photo."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pytest
+from fastapi import Depends, FastAPI, Request
+from fastapi.testclient import TestClient
+
+from service.intake import IntakeError
+from service.photo_handoff import PREFIX, PhotoHandoff, shared_upload, sweep
+from service.uploads import TicketUpload, UploadedPhoto
+
+
+def ticket(*photos: UploadedPhoto) -> TicketUpload:
+    return TicketUpload("rid", 0.0, photos)
+
+
+@pytest.fixture
+def photos() -> tuple[UploadedPhoto, ...]:
+    rng = np.random.default_rng(7)
+    return (
+        UploadedPhoto("a.jpg", rng.bytes(3_000_000)),
+        UploadedPhoto("bad.jpg", error=IntakeError(422, "not base64", "bad_base64")),
+        UploadedPhoto("empty.jpg", b""),
+        UploadedPhoto("b.png", rng.bytes(1234)),
+    )
+
+
+def test_shared_photos_read_back_exactly_and_are_removed_on_release(tmp_path: Path, photos: tuple) -> None:
+    handoff = PhotoHandoff(tmp_path)
+    shared = handoff.share(ticket(*photos))
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 2 and all(f.name.startswith(f"{PREFIX}{os.getpid()}-") for f in files)
+    for original, sent in zip(photos, shared.photos, strict=True):
+        assert sent.name == original.name and sent.error == original.error
+        assert sent.read() == original.read()
+    # What crosses the queue: a file name, not the bytes, for the two readable photos.
+    assert [p.shared is not None for p in shared.photos] == [True, False, False, True]
+    assert all(p.data == b"" for p in shared.photos)
+    assert all(oct(f.stat().st_mode & 0o777) == "0o600" for f in files)
+    handoff.release(shared)
+    handoff.release(shared)  # idempotent: a second release finds nothing to remove
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_photo_whose_file_is_gone_is_an_error_of_its_own(tmp_path: Path, photos: tuple) -> None:
+    handoff = PhotoHandoff(tmp_path)
+    shared = handoff.share(ticket(photos[0]))
+    handoff.release(shared)
+    with pytest.raises(IntakeError) as caught:
+        shared.photos[0].read()
+    assert caught.value.status == 408 and caught.value.reason == "expired"
+
+
+@pytest.mark.parametrize("directory", [None, "missing", "a_file"])
+def test_no_usable_directory_keeps_photos_in_the_queue(tmp_path: Path, photos: tuple, directory: str | None) -> None:
+    path = {None: None, "missing": tmp_path / "nope", "a_file": tmp_path / "file"}[directory]
+    if directory == "a_file":
+        path.write_bytes(b"")
+    upload = ticket(*photos)
+    assert PhotoHandoff(path).share(upload) is upload
+
+
+def test_a_full_directory_falls_back_photo_by_photo(
+    tmp_path: Path, photos: tuple, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ENOSPC (a container's 64 MB /dev/shm) on one photo: that photo travels inline, its partial file is removed."""
+    real_write = os.write
+    calls = {"n": 0}
+
+    def write(fd: int, data: memoryview) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            real_write(fd, bytes(data[:100]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    shared = PhotoHandoff(tmp_path).share(ticket(photos[0], photos[3]))
+    assert shared.photos[0].shared is None and shared.photos[0].data == photos[0].data
+    assert shared.photos[1].shared is not None and shared.photos[1].read() == photos[3].data
+    assert [f.name for f in tmp_path.iterdir()] == [Path(shared.photos[1].shared).name]
+    assert "No space left" in caplog.text
+
+
+def test_sweep_removes_only_the_named_processes_files(tmp_path: Path) -> None:
+    for name in (f"{PREFIX}111-a", f"{PREFIX}111-b", f"{PREFIX}222-a", "unrelated"):
+        (tmp_path / name).write_bytes(b"x")
+    assert sweep(tmp_path, [111, 333]) == 2
+    assert sorted(f.name for f in tmp_path.iterdir()) == [f"{PREFIX}222-a", "unrelated"]
+    assert sweep(None, [222]) == 0
+
+
+def test_the_dependency_hands_photos_over_for_the_length_of_the_request(tmp_path: Path) -> None:
+    app = FastAPI()
+    app.state.photo_handoff = PhotoHandoff(tmp_path)
+    seen: dict[str, object] = {}
+
+    @app.post("/echo")
+    async def echo(request: Request, upload: Annotated[TicketUpload, Depends(shared_upload)]) -> dict[str, int]:
+        seen["files"] = sorted(f.name for f in tmp_path.iterdir())
+        seen["bytes"] = [p.read() for p in upload.photos]
+        return {"photos": len(upload.photos)}
+
+    body = [os.urandom(50_000), os.urandom(70_000)]
+    with TestClient(app) as client:
+        response = client.post("/echo", files=[("file", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(body)])
+    assert response.status_code == 200 and response.json() == {"photos": 2}
+    assert len(seen["files"]) == 2 and seen["bytes"] == body
+    assert list(tmp_path.iterdir()) == []
