@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,39 +22,21 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.errors_by_factor import split_factors
-from export.pipeline import load_torch_model
-from model.card import CHECKPOINT_NAME
+from bench.input_size import short_training
 from model.config import GLOBAL_POOLS, NetworkConfig
-from model.data import synthetic_split
-from model.train import TrainOptions, predict_logits, train
 
 TEXT_OR_APP = ("text", "ui_light", "ui_dark")
 
 
 def measure(pool: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
-    config = NetworkConfig(global_pool=pool)
-    out = work / pool
-    opts = TrainOptions(
-        out=out,
-        epochs=args.epochs,
-        n_train=args.n_train,
-        n_val=args.n_val,
-        n_test=args.n_test,
-        n_shifted=args.n_val,
-        cache=work / "cache",
-    )
-    started = time.perf_counter()
-    card = train(opts, config)
-    seconds = time.perf_counter() - started
-    net = load_torch_model(out / CHECKPOINT_NAME)
-    test = synthetic_split("test", args.n_test, config.preprocessing, cache=work / "cache")
-    predicted = predict_logits(net, test, config.preprocessing).argmax(1)
+    card, seconds, logits, labels = short_training(NetworkConfig(global_pool=pool), args, work / pool, work / "cache")
+    predicted = logits.argmax(1)
     content = np.array([f.get("screen_content", "") for f in split_factors("test", args.n_test, 0)])
-    intact_text = (test.labels == 1) & np.isin(content, TEXT_OR_APP)
+    intact_text = (labels == 1) & np.isin(content, TEXT_OR_APP)
     return {
-        "accuracy": float((predicted == test.labels).mean()),
-        "damage_recall": float((predicted[test.labels == 0] == 0).mean()),
-        "returns_recall": float((predicted[test.labels == 1] == 1).mean()),
+        "accuracy": float((predicted == labels).mean()),
+        "damage_recall": float((predicted[labels == 0] == 0).mean()),
+        "returns_recall": float((predicted[labels == 1] == 1).mean()),
         "text_screens_damaged": float((predicted[intact_text] == 0).mean()),
         "text_screens": int(intact_text.sum()),
         "val_loss": min(h["val_loss"] for h in card["training"]["history"]),

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -56,9 +57,11 @@ def auc(positives: np.ndarray, negatives: np.ndarray) -> float:
     return float(greater + 0.5 * (positives[:, None] == negatives[None, :]).mean())
 
 
-def accuracy_by_width(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]:
-    config = NetworkConfig(preprocessing=Preprocessing(size=size))
-    out = work / f"size{size}"
+def short_training(
+    config: NetworkConfig, args: argparse.Namespace, out: Path, cache: Path
+) -> tuple[dict[str, Any], float, np.ndarray, np.ndarray]:
+    """Train ``config`` on ``args``' short budget into ``out`` (photos cached in ``cache``): the model card, the
+    seconds training took, and the test split's logits ``(N, 2)`` and labels ``(N,)``."""
     opts = TrainOptions(
         out=out,
         epochs=args.epochs,
@@ -66,19 +69,25 @@ def accuracy_by_width(size: int, args: argparse.Namespace, work: Path) -> dict[s
         n_val=args.n_val,
         n_test=args.n_test,
         n_shifted=args.n_val,
-        cache=work / "cache",
+        cache=cache,
     )
     started = time.perf_counter()
-    train(opts, config)
+    card = train(opts, config)
     seconds = time.perf_counter() - started
     net = load_torch_model(out / CHECKPOINT_NAME)
-    test = synthetic_split("test", args.n_test, config.preprocessing, cache=work / "cache")
-    logits = predict_logits(net, test, config.preprocessing)
+    test = synthetic_split("test", args.n_test, config.preprocessing, cache=cache)
+    return card, seconds, predict_logits(net, test, config.preprocessing), test.labels
+
+
+def accuracy_by_width(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]:
+    config = NetworkConfig(preprocessing=Preprocessing(size=size))
+    out = work / f"size{size}"
+    _, seconds, logits, labels = short_training(config, args, out, work / "cache")
     score = logits[:, 0] - logits[:, 1]  # screen_damage against general_returns
     widths = np.array([w or "" for w in crack_widths(args.n_test, 0)])
-    negatives = score[test.labels == 1]
+    negatives = score[labels == 1]
     cut = float(np.quantile(negatives, 1 - FIXED_FALSE_POSITIVES))
-    row = {"accuracy": float((logits.argmax(1) == test.labels).mean()), "train_s": seconds}
+    row = {"accuracy": float((logits.argmax(1) == labels).mean()), "train_s": seconds}
     row["false_positive"] = float((negatives > 0).mean())
     for width in WIDTHS:
         positives = score[widths == width]
@@ -86,7 +95,7 @@ def accuracy_by_width(size: int, args: argparse.Namespace, work: Path) -> dict[s
         row[f"{width}_at_fp"] = float((positives > cut).mean())
         row[f"{width}_auc"] = auc(positives, negatives)
         row[f"n_{width}"] = len(positives)
-    export_onnx(net, out / "model.onnx", {})
+    export_onnx(load_torch_model(out / CHECKPOINT_NAME), out / "model.onnx", {})
     row |= latency(out / "model.onnx", config.preprocessing, args.repeat)
     return row
 
