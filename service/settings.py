@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     handoff_dir: Path | None = Field(
         Path("/dev/shm"),
         description="RAM-backed directory through which the HTTP processes hand photos to the inference workers "
-        "(bench/handoff.py); empty, missing or full: photos travel in LitServe's request queue",
+        "(docs/BENCHMARKS.md); empty, missing or full: photos travel in LitServe's request queue",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
