@@ -12,8 +12,8 @@ the main process owns the lifecycle:
 * a dead inference worker (killed, out of memory, a crash in native code) is restarted in place, the way LitServe's
   own ``restart_workers`` monitor does it (``launch_single_inference_worker``: same endpoint, same worker id, same
   request queue; the HTTP processes and the port stay up). The requests it had taken are answered 503 at once
-  (``_InFlight``), requests still queued wait for the new worker, ``/health`` answers 503 until it has loaded and
-  warmed up the model, and ``triage_worker_restarts_total`` counts the restart;
+  (``service.worker_loss``), requests still queued wait for the new worker, ``/health`` answers 503 until it has
+  loaded and warmed up the model, and ``triage_worker_restarts_total`` counts the restart;
 * stop (at most ``drain_timeout`` + about 2 s in all, under 10 s): SIGTERM the HTTP servers, which stop
   accepting connections and finish the requests in flight (the workers and the queue manager are still up to
   answer them); then ask each inference worker to leave its loop (LitServe's stop sentinel), kill any that do not
@@ -27,7 +27,7 @@ Why not LitServe's monitor as it is: it is started by ``LitServer.run`` (which t
 the dead worker's requests in the main process's response buffer, which is empty when the HTTP servers are
 processes of their own (each has its copy); it also matches them by worker id alone, which every endpoint's first
 worker shares. So the supervisor restarts the worker itself and tells each HTTP process which endpoint's worker
-died, through the response queue the HTTP process already reads.
+died, through the response queue the HTTP process already reads (``service.worker_loss``).
 """
 
 from __future__ import annotations
@@ -39,94 +39,25 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 import litserve as ls
 import uvicorn
-from fastapi import HTTPException
 from litserve.loops.base import _SENTINEL_VALUE as STOP_WORKER
-from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem, WorkerSetupStatus
+from litserve.utils import WorkerSetupStatus
 
 from service.engine_api import EngineAPI
 from service.metrics import live_models, metrics
 from service.photo_handoff import sweep
 from service.settings import Settings
+from service.worker_loss import announce_lost_worker, track_endpoints
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
 _WORKER_EXIT_S = 1.0
-
-# A message on an HTTP process's response queue whose uid starts with this says "the inference worker
-# <worker id> of <api path> died": ``_WORKER_LOST + f"{api_path}#{worker_id}"``.
-_WORKER_LOST = "triage-worker-lost:"
-WORKER_LOST_DETAIL = "the inference worker handling this request stopped unexpectedly and is being restarted; retry"
-
-# The endpoint a request is being submitted to, set by ``_track_endpoints``'s request-queue lookup, which LitServe
-# makes in the same task just before it puts the request in the response buffer.
-_submitting_to: ContextVar[str | None] = ContextVar("triage_submitting_to", default=None)
-
-
-class _InFlight(dict[str, ResponseBufferItem]):
-    """LitServe's response buffer of one HTTP process, which also knows each request's endpoint.
-
-    An inference worker tells the HTTP process which worker took a request (LitServe's START message, sent when
-    ``restart_workers`` is on, sets ``ResponseBufferItem.worker_id``), but worker ids restart at 0 for every
-    endpoint. The supervisor's ``_WORKER_LOST`` notice arrives through LitServe's reader of the response queue,
-    which looks every uid up with ``get``: here that answers the lost requests of that endpoint's worker with a 503
-    and returns None, so the reader skips the notice.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.endpoint_of: dict[str, str | None] = {}
-
-    def __setitem__(self, uid: str, item: ResponseBufferItem) -> None:
-        self.endpoint_of[uid] = _submitting_to.get()
-        super().__setitem__(uid, item)
-
-    def pop(self, uid: str, *default: Any) -> Any:
-        self.endpoint_of.pop(uid, None)
-        return super().pop(uid, *default)
-
-    def get(self, uid: str, default: Any = None) -> Any:
-        if isinstance(uid, str) and uid.startswith(_WORKER_LOST):
-            api_path, _, worker_id = uid.removeprefix(_WORKER_LOST).rpartition("#")
-            self.fail_lost(api_path, int(worker_id))
-            return None
-        return super().get(uid, default)
-
-    def fail_lost(self, api_path: str, worker_id: int) -> int:
-        """Answer every request the dead worker had taken with a 503; returns how many."""
-        failed = 0
-        for uid, item in list(self.items()):
-            if item.worker_id != worker_id or self.endpoint_of.get(uid) != api_path or item.event.is_set():
-                continue
-            error = HTTPException(503, WORKER_LOST_DETAIL)
-            item.response = (error, LitAPIStatus.ERROR)
-            if item.response_queue is not None:
-                item.response_queue.append((error, LitAPIStatus.ERROR))
-            item.event.set()
-            failed += 1
-        if failed:
-            log.warning("answered %d request(s) of a dead inference worker with 503", failed, extra={"api": api_path})
-        return failed
-
-
-def _track_endpoints(server: ls.LitServer) -> None:
-    """Make the HTTP processes, forked after this, record the endpoint of each request they submit."""
-    server.response_buffer = _InFlight()
-    lookup: Callable[[str], Any] = server._get_request_queue
-
-    def request_queue(api_path: str) -> Any:
-        _submitting_to.set(api_path)
-        return lookup(api_path)
-
-    server._get_request_queue = request_queue  # type: ignore[method-assign]
 
 
 @dataclass
@@ -169,13 +100,8 @@ def _exit_reason(proc: mp.Process) -> str:
 
 def _restart(server: ls.LitServer, slot: _Slot, n_http: int) -> mp.Process:
     """Tell every HTTP process that ``slot``'s worker is gone, then start a new one in its place."""
-    notice = (
-        f"{_WORKER_LOST}{slot.api.api_path}#{slot.worker_id}",
-        (None, LitAPIStatus.ERROR, LoopResponseType.REGULAR, slot.worker_id),
-    )
-    for consumer_id in range(n_http):
-        # Sent before the new worker starts, so it precedes every START message of the new worker in the queue.
-        server._transport.send(notice, consumer_id)
+    # Announced before the new worker starts, so the notice precedes every START message of the new worker.
+    announce_lost_worker(server, slot.api.api_path, slot.worker_id, n_http)
     return server.launch_single_inference_worker(slot.api, slot.worker_id)
 
 
@@ -323,7 +249,7 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
     server.uvicorn_graceful_timeout = settings.drain_timeout
     if settings.worker_restarts > 0:
         server.restart_workers = True  # workers then say which of them took each request (LitServe's START)
-        _track_endpoints(server)
+        track_endpoints(server)
     sockets: list[socket.socket] = []
     workers: list[mp.Process] = []
     slots: list[_Slot] = []
