@@ -238,18 +238,19 @@ def measure(name: str, args: argparse.Namespace, tmp: Path, photos: dict[str, li
 def figures(server: Server, args: argparse.Namespace) -> Figures:
     rate = {k: len(r.latencies) / args.seconds for k, r in server.results.items()}
     p99 = {k: percentile(r.latencies, 99) * 1e3 for k, r in server.results.items()}
-    return Figures(rate, p99, server.sampler.peak_rss, server.start_s)
+    return Figures(rate, p99, server.sampler.peak_rss, server.start_s, server.sampler.peak_pss)
 
 
 def report(servers: list[Server], failed: dict[str, str], args: argparse.Namespace) -> None:
-    print("\n#### Start and memory (RSS summed over each server's processes: shared pages count once per process)\n")
-    print("| server | time to first answer s | peak RSS MiB, summed | processes at most | RSS samples |")
-    print("|---|---:|---:|---:|---:|")
+    print("\n#### Start and memory, summed over each server's processes (RSS counts a shared page once per process,")
+    print("PSS splits it between its sharers)\n")
+    print("| server | time to first answer s | peak RSS MiB, summed | peak PSS MiB, summed | processes | samples |")
+    print("|---|---:|---:|---:|---:|---:|")
     for s in servers:
-        rss, n = s.sampler.peak_rss / MIB, s.sampler.peak_processes
-        print(f"| {s.name} | {s.start_s:.2f} | {rss:.0f} | {n} | {s.sampler.samples} |")
+        rss, pss, n = s.sampler.peak_rss / MIB, s.sampler.peak_pss / MIB, s.sampler.peak_processes
+        print(f"| {s.name} | {s.start_s:.2f} | {rss:.0f} | {pss:.0f} | {n} | {s.sampler.samples} |")
     for name, why in failed.items():
-        print(f"| {name} | could not be run: {why.splitlines()[0]} | - | - | - |")
+        print(f"| {name} | could not be run: {why.splitlines()[0]} | - | - | - | - |")
     for size in SIZES:
         print(f"\n#### {size} JPEGs, {args.seconds:g} s per level after {args.warmup:g} s warm-up\n\n{HEAD}")
         for server, c in itertools.product(servers, args.concurrency):

@@ -1,8 +1,10 @@
-"""Server processes for the benchmarks: launch and stop a session, its members, summed RSS sampled in the
-background, time to a first answer.
+"""Server processes for the benchmarks: launch and stop a session, its members, summed RSS and PSS sampled in
+the background, time to a first answer.
 
 RSS is summed over every live process of a session or process group, so pages two processes share (the Python
-interpreter, libraries, a model mapped by forked workers) are counted once per process: an upper bound.
+interpreter, libraries, a model mapped by forked workers) are counted once per process: an upper bound. PSS
+(proportional set size, ``/proc/<pid>/smaps_rollup``) charges each shared page to its sharers in equal parts, so
+its sum over a session is what the session costs the machine, pages shared with processes outside it aside.
 """
 
 from __future__ import annotations
@@ -51,23 +53,37 @@ def session_stats(sid: int) -> list[ProcStat]:
     return found
 
 
+def pss_bytes(pid: int) -> int:
+    """The proportional set size of ``pid`` in bytes; 0 if it is gone (or its memory map cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def session_members(sid: int) -> list[tuple[int, str]]:
     """(pid, command name) of every live process in session or process group ``sid``."""
     return [(p.pid, p.comm) for p in session_stats(sid)]
 
 
 class RssSampler(threading.Thread):
-    """Samples the summed RSS of session ``sid`` every ``interval`` seconds until ``stop()``; keeps the peak."""
+    """Samples the summed RSS and PSS of session ``sid`` every ``interval`` seconds until ``stop()``; keeps the
+    peaks."""
 
     def __init__(self, sid: int, interval: float = 0.5) -> None:
         super().__init__(daemon=True, name=f"rss-{sid}")
         self.sid, self.interval = sid, interval
-        self.peak_rss, self.peak_processes, self.samples = 0, 0, 0
+        self.peak_rss, self.peak_pss, self.peak_processes, self.samples = 0, 0, 0, 0
         self._done = threading.Event()
 
     def sample(self) -> None:
         procs = session_stats(self.sid)
         self.peak_rss = max(self.peak_rss, sum(p.rss for p in procs))
+        self.peak_pss = max(self.peak_pss, sum(pss_bytes(p.pid) for p in procs))
         self.peak_processes = max(self.peak_processes, len(procs))
         self.samples += 1
 

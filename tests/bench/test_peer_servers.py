@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from bench.peer_servers import octet_request
 from bench.peers import torchserve_setup as ts
 from bench.peers.targets import MIB, Figures, targets
-from bench.process_stats import PAGE, parse_stat
+from bench.process_stats import PAGE, parse_stat, pss_bytes
 from model.network import build_network
 
 
@@ -56,13 +57,16 @@ def test_parse_stat_reads_groups_and_rss_past_a_command_name_with_spaces_and_par
     assert (stat.comm, stat.state, stat.pgid, stat.sid, stat.rss) == ("java (main) x", "S", 4242, 4242, 1234 * PAGE)
 
 
-def figures(phone: float, small: float, p99: float, rss_mib: int, start_s: float) -> Figures:
+def figures(
+    phone: float, small: float, p99: float, rss_mib: int, start_s: float, pss_mib: int | None = None
+) -> Figures:
     rate = {("4032x3024", c): phone / (2 if c == 1 else 1) for c in (1, 4)} | {("640x480", c): small for c in (1, 4)}
-    return Figures(rate, {k: p99 * k[1] for k in rate}, rss_mib * MIB, start_s)  # p99 grows with concurrency
+    pss = (rss_mib if pss_mib is None else pss_mib) * MIB
+    return Figures(rate, {k: p99 * k[1] for k in rate}, rss_mib * MIB, start_s, pss)  # p99 grows with concurrency
 
 
 def test_targets_use_the_best_rate_compare_every_level_and_say_what_was_not_measured() -> None:
-    ours = figures(phone=40, small=100, p99=10, rss_mib=500, start_s=1.5)
+    ours = figures(phone=40, small=100, p99=10, rss_mib=500, start_s=1.5, pss_mib=950)
     stock, tuned = figures(9, 60, 20, 1500, 9.0), figures(35, 90, 11, 900, 8.0)
     rows = {row[0]: row[1:] for row in targets(ours, {"ts-stock": stock, "ts-tuned": tuned}, [1, 4])}
     assert rows["4032x3024 photos/s >= 4x ts-stock"] == ["40.0", "9.0", "35.0", "met (4.44x)"]  # best: 40, not 20
@@ -70,10 +74,18 @@ def test_targets_use_the_best_rate_compare_every_level_and_say_what_was_not_meas
     assert rows["640x480 photos/s above both"][-1] == "met (1.67x, 1.11x)"
     assert rows["640x480 p99 ms below both, concurrency 4"] == ["40.0", "80.0", "44.0", "met"]
     assert rows["peak RSS MiB, summed, below both"] == ["500", "1500", "900", "met"]
+    assert rows["peak PSS MiB, summed, below both"] == ["950", "1500", "900", "missed"]
     assert rows["launch to first answer s, below both"] == ["1.50", "9.00", "8.00", "met"]
-    assert len(rows) == 3 + 2 * 2 + 2
+    assert len(rows) == 3 + 2 * 2 + 3
     worse = targets(ours, {"ts-stock": stock, "ts-tuned": figures(35, 90, 9, 400, 1.0)}, [1, 4])
-    assert [row[-1] for row in worse[3:]] == ["missed"] * 6
+    assert [row[-1] for row in worse[3:]] == ["missed"] * 7
     alone = targets(ours, {"ts-tuned": "could not be run: RuntimeError: ts-tuned exited with status 1"}, [1])
     assert alone[0][1:] == ["40.0", "-", "-", "not measured (ts-stock: not run)"]
     assert alone[1][-1] == "not measured (ts-tuned: could not be run: RuntimeError: ts-tuned exited with status 1)"
+
+
+def test_pss_of_this_process_is_positive_and_below_its_rss() -> None:
+    me = os.getpid()
+    rss = parse_stat(me, Path(f"/proc/{me}/stat").read_text()).rss
+    assert 0 < pss_bytes(me) <= rss
+    assert pss_bytes(2**22 + 1) == 0  # no such process (above the kernel's pid limit)
