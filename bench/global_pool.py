@@ -17,31 +17,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.errors_by_factor import split_factors
-from bench.input_size import short_training
+from bench.short_runs import print_short_runs, short_run
 from model.config import GLOBAL_POOLS, NetworkConfig
-
-TEXT_OR_APP = ("text", "ui_light", "ui_dark")
 
 
 def measure(pool: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
-    card, seconds, logits, labels = short_training(NetworkConfig(global_pool=pool), args, work / pool, work / "cache")
-    predicted = logits.argmax(1)
-    content = np.array([f.get("screen_content", "") for f in split_factors("test", args.n_test, 0)])
-    intact_text = (labels == 1) & np.isin(content, TEXT_OR_APP)
-    return {
-        "accuracy": float((predicted == labels).mean()),
-        "damage_recall": float((predicted[labels == 0] == 0).mean()),
-        "returns_recall": float((predicted[labels == 1] == 1).mean()),
-        "text_screens_damaged": float((predicted[intact_text] == 0).mean()),
-        "text_screens": int(intact_text.sum()),
-        "val_loss": min(h["val_loss"] for h in card["training"]["history"]),
-        "train_s": seconds,
-    }
+    return short_run(NetworkConfig(global_pool=pool), args, work / pool, work / "cache")
 
 
 def main() -> None:
@@ -51,19 +34,12 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=1000)
     parser.add_argument("--n-test", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--crack-weight", type=float, default=0.0, help="0: the recipe the published table used")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = {pool: measure(pool, args, Path(tmp)) for pool in args.pools}
-    n_text = next(iter(rows.values()))["text_screens"]
     print(f"\n{args.n_train} training photos x {args.epochs} epochs per pool; test split of {args.n_test} photos\n")
-    print(
-        "| global pool | accuracy | screen_damage recall | general_returns recall "
-        f"| intact text/app screens called damaged (of {n_text}) | best val loss | train s |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for pool, r in rows.items():
-        cells = [r["accuracy"], r["damage_recall"], r["returns_recall"], r["text_screens_damaged"]]
-        print(f"| {pool} | " + " | ".join(f"{c:.1%}" for c in cells) + f" | {r['val_loss']:.3f} | {r['train_s']:.0f} |")
+    print_short_runs("global pool", rows)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def short_training(
         n_test=args.n_test,
         n_shifted=args.n_val,
         cache=cache,
+        crack_weight=args.crack_weight,
     )
     started = time.perf_counter()
     card = train(opts, config)
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--crack-weight", type=float, default=0.0, help="0: the recipe the published table used")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = {size: accuracy_by_width(size, args, Path(tmp)) for size in args.sizes}

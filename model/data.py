@@ -1,4 +1,5 @@
-"""Datasets as arrays of letterboxed ``uint8 (N, S, S, 3)`` pixels and ``int64 (N,)`` labels.
+"""Datasets as arrays of letterboxed ``uint8 (N, S, S, 3)`` pixels and ``int64 (N,)`` labels, and for generated
+photos where their cracks lie (``model.crack_cells``).
 
 Every photo goes through the serving path (``model.preprocess.prepare`` on the encoded file bytes), so training,
 evaluation and serving see identical inputs. Synthetic splits draw from disjoint seed ranges; the ``shifted``
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from model.config import CLASSES, Preprocessing
+from model.crack_cells import CELL_PX, crack_cells
 from model.preprocess import prepare
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class ArrayDataset:
     pixels: np.ndarray  # uint8 (N, S, S, 3)
     labels: np.ndarray  # int64 (N,)
     source: str
+    crack_cells: np.ndarray | None = None  # float32 (N, S / CELL_PX, S / CELL_PX) crack pixels; None: unknown
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -47,12 +50,13 @@ def split_seeds(split: str, n: int, seed: int) -> np.ndarray:
     return SPLIT_OFFSETS[split] + seed * 1_000_000 + np.arange(n, dtype=np.int64)
 
 
-def _render_one(job: tuple[int, int, str, Preprocessing]) -> np.ndarray:
+def _render_one(job: tuple[int, int, str, Preprocessing]) -> tuple[np.ndarray, np.ndarray]:
     from model.synth import render_photo
 
     photo_seed, label, split, spec = job
-    data = render_photo(photo_seed, CLASSES[label], split=split).encode()
-    return prepare(data, spec).pixels
+    photo = render_photo(photo_seed, CLASSES[label], split=split)
+    prepared = prepare(photo.encode(), spec)
+    return prepared.pixels, crack_cells(photo.crack_mask, prepared.geometry)
 
 
 def _workers() -> int:
@@ -60,30 +64,33 @@ def _workers() -> int:
 
 
 def synthetic_split(split: str, n: int, spec: Preprocessing, seed: int = 0, cache: Path | None = None) -> ArrayDataset:
-    """Render ``n`` photos (balanced, alternating labels) of ``split`` and preprocess them.
+    """Render ``n`` photos (balanced, alternating labels) of ``split``, preprocess them and place their cracks.
 
     With ``cache`` set, the arrays are stored there under a key of (generator version, split, n, seed, spec).
     """
     from model.synth import GENERATOR_VERSION
 
-    key = hashlib.sha256(f"{GENERATOR_VERSION}|{split}|{n}|{seed}|{spec.to_json()}".encode()).hexdigest()[:16]
+    what = f"{GENERATOR_VERSION}|{split}|{n}|{seed}|{spec.to_json()}|crack cells {CELL_PX} px"
+    key = hashlib.sha256(what.encode()).hexdigest()[:16]
     path = cache / f"synth-{split}-{n}-{key}.npz" if cache else None
     if path is not None and path.exists():
         with np.load(path) as data:
-            return ArrayDataset(data["pixels"], data["labels"], f"synthetic:{split}")
+            return ArrayDataset(data["pixels"], data["labels"], f"synthetic:{split}", data["crack_cells"])
     seeds = split_seeds(split, n, seed)
     labels = np.arange(n, dtype=np.int64) % len(CLASSES)
     jobs = [(int(s), int(y), split, spec) for s, y in zip(seeds, labels, strict=True)]
     workers = _workers()
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            pixels = np.stack(list(pool.map(_render_one, jobs, chunksize=64)))
+            rendered = list(pool.map(_render_one, jobs, chunksize=64))
     else:
-        pixels = np.stack([_render_one(j) for j in jobs])
+        rendered = [_render_one(j) for j in jobs]
+    pixels = np.stack([p for p, _ in rendered])
+    cells = np.stack([c for _, c in rendered])
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, pixels=pixels, labels=labels)
-    return ArrayDataset(pixels, labels, f"synthetic:{split}")
+        np.savez(path, pixels=pixels, labels=labels, crack_cells=cells)
+    return ArrayDataset(pixels, labels, f"synthetic:{split}", cells)
 
 
 def _class_files(root: Path) -> Iterable[tuple[Path, int]]:
@@ -127,5 +134,6 @@ def stratified_split(data: ArrayDataset, fractions: tuple[float, ...], seed: int
     out = []
     for chunks in parts:
         idx = np.sort(np.concatenate(chunks))
-        out.append(ArrayDataset(data.pixels[idx], data.labels[idx], data.source))
+        cells = None if data.crack_cells is None else data.crack_cells[idx]
+        out.append(ArrayDataset(data.pixels[idx], data.labels[idx], data.source, cells))
     return tuple(out)

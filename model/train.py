@@ -15,10 +15,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from model.augment import augment_batch
+from model.allocator import reuse_freed_memory
+from model.augment import apply, draw
 from model.card import CARD_NAME, CHECKPOINT_NAME, sha256_file, write_card
 from model.checkpoint import save_checkpoint
 from model.config import CLASSES, NetworkConfig, Preprocessing
+from model.crack_supervision import crack_head, crack_targets, describe
 from model.data import ArrayDataset, image_folder, stratified_split, synthetic_split
 from model.metrics import classification_report, fit_temperature, review_threshold, routing_report, softmax
 from model.network import TriageNet, build_network, state_to_numpy
@@ -48,6 +50,7 @@ class TrainOptions:
     cache: Path | None = None
     precision: str = "auto"  # "auto": bf16 autocast where the device computes bf16 natively, else fp32
     device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU
+    crack_weight: float = 1.0  # weight of the crack-location loss (model.crack_supervision); 0 turns it off
 
 
 DEFAULT_EPOCHS = 14
@@ -88,16 +91,23 @@ def training_precision(requested: str, device: torch.device | None = None) -> st
 
 def training_batches(
     data: ArrayDataset, spec: Preprocessing, batch_size: int, generator: torch.Generator
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled, augmented, normalised batches ``(float32 (B, 3, S, S), int64 (B,))``; the last
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """One epoch of shuffled, augmented, normalised batches ``(float32 (B, 3, S, S), int64 (B,), cells)``; the last
     partial batch is dropped. Batches keep the pixels' channels-last memory layout, which the network runs in.
+    ``cells`` is the batch's ``data.crack_cells`` ``(B, S / 8, S / 8)``, mirrored with the photos that were flipped,
+    or None when the data has none.
     """
     order = torch.randperm(len(data), generator=generator).numpy()
     for start in range(0, len(order) - batch_size + 1, batch_size):
         idx = np.sort(order[start : start + batch_size])
         pixels = torch.from_numpy(data.pixels[idx]).permute(0, 3, 1, 2)  # (B, 3, S, S) view, channels-last
-        x = augment_batch(pixels, generator, mean=spec.mean, std=spec.std)
-        yield x, torch.from_numpy(data.labels[idx])
+        choices = draw(len(idx), generator)
+        x = apply(pixels, choices, mean=spec.mean, std=spec.std)
+        cells = None
+        if data.crack_cells is not None:
+            cells = torch.from_numpy(data.crack_cells[idx])
+            cells = torch.where(choices.flip.view(-1, 1, 1), cells.flip(-1), cells)
+        yield x, torch.from_numpy(data.labels[idx]), cells
 
 
 def predict_logits(net: TriageNet, data: ArrayDataset, spec: Preprocessing, batch: int = 256) -> np.ndarray:
@@ -147,31 +157,42 @@ def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, ep
     steps_per_epoch = len(splits["train"]) // opts.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"{len(splits['train'])} training photos cannot fill one batch of {opts.batch_size}")
-    optimizer = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    crack = crack_head(net.config, opts.crack_weight, splits["train"].crack_cells)
+    if crack is not None:
+        crack.to(next(net.parameters()).device, memory_format=torch.channels_last)
+    params = list(net.parameters()) + (list(crack.parameters()) if crack is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=opts.lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.02)
     device = next(net.parameters()).device
+    last_stage = net.config.stages[-1].name
     bf16 = training_precision(opts.precision, device) == "bf16"
     best: tuple[float, dict[str, torch.Tensor], int] | None = None
     history = []
     stale = 0
     for epoch in range(1, epochs + 1):
         net.train()
-        total, seen = 0.0, 0
+        total, crack_total, seen = 0.0, 0.0, 0
         batches = training_batches(splits["train"], spec, opts.batch_size, generator)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
-        for x, y in bar:
+        for x, y, cells in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = net(x.contiguous(memory_format=torch.channels_last))
+                logits, maps = net.forward_stages(x.contiguous(memory_format=torch.channels_last))
             loss = loss_fn(logits.float(), y)
+            total += float(loss.detach()) * len(y)
+            if crack is not None and cells is not None:
+                targets = crack_targets(cells, net.config).to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    crack_loss = crack.loss(maps[last_stage], targets)
+                crack_total += float(crack_loss.detach()) * len(y)
+                loss = loss + opts.crack_weight * crack_loss
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss.detach()) * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         val_logits = predict_logits(net, splits["val"], spec)
@@ -179,6 +200,8 @@ def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, ep
         val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_labels)))
         val_acc = float((val_logits.argmax(1) == val_labels).mean())
         history.append({"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss, "val_accuracy": val_acc})
+        if crack is not None:
+            history[-1]["train_crack_loss"] = crack_total / seen
         print(f"epoch {epoch}: train loss {total / seen:.4f}  val loss {val_loss:.4f}  val acc {val_acc:.4f}")
         if best is None or val_loss < best[0]:
             best = (val_loss, {k: v.detach().clone() for k, v in net.state_dict().items()}, epoch)
@@ -190,12 +213,14 @@ def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, ep
                 break
     assert best is not None  # epochs >= 1
     net.load_state_dict(best[1])
-    return {"history": history, "best_epoch": best[2], "epochs_run": len(history)}
+    crack_card = describe(crack, opts.crack_weight)
+    return {"history": history, "best_epoch": best[2], "epochs_run": len(history), "crack_supervision": crack_card}
 
 
 def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, Any]:
     """Train, calibrate and evaluate; write ``opts.out``/triage_checkpoint.npz and model_card.json."""
     started = time.perf_counter()
+    allocator = reuse_freed_memory()
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -261,6 +286,7 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
             "seconds_total": round(seconds, 1),
             "seconds_data": round(data_seconds, 1),
             "threads": torch.get_num_threads(),
+            "allocator": {"glibc_mallopt": allocator} if allocator else "as the C library sets it",
         },
         "metrics": metrics,
         "artifacts": {CHECKPOINT_NAME: {"sha256": sha256_file(checkpoint), "bytes": checkpoint.stat().st_size}},

@@ -22,6 +22,7 @@ def _train(args: argparse.Namespace) -> int:
         n_train=args.n_train,
         precision=args.precision,
         device=args.device,
+        crack_weight=args.crack_weight,
     )
     train(options, NetworkConfig(global_pool=args.global_pool))
     return 0
@@ -89,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("avg", "max"),
         default="avg",
         help="how the head pools the last stage over space (docs/BENCHMARKS.md compares them)",
+    )
+    p.add_argument(
+        "--crack-weight",
+        type=float,
+        default=1.0,
+        help="weight of the loss that teaches the last stage where generated cracks lie; 0 turns it off",
     )
     p.set_defaults(handler=_train)
 

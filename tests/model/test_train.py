@@ -40,6 +40,9 @@ def test_training_writes_a_card_with_calibration_metrics_and_hashes(tiny_run: Pa
     assert [row["name"] for row in card["layers"]] == list(NetworkConfig().stage_names)
     assert card["training"]["data"]["held_out_factors"]
     assert card["training"]["precision"] in ("bf16", "fp32")
+    crack = card["training"]["crack_supervision"]
+    assert crack["used"] and crack["weight"] == 1.0
+    assert all(epoch["train_crack_loss"] > 0 for epoch in card["training"]["history"])
     import torch
 
     assert card["training"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -144,7 +147,8 @@ def test_auto_precision_on_a_gpu_follows_its_bf16_support(
 
 
 def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--global-pool max`` reaches the network, the card, the ONNX head and the explanation's exact CAM."""
+    """``--global-pool max`` reaches the network, the card, the ONNX head and the explanation's exact CAM;
+    ``--crack-weight 0`` trains without the crack-location loss."""
     import model.train as training
     from export.pipeline import export_artifacts
     from service.cli import build_parser
@@ -157,13 +161,15 @@ def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: py
 
     def small(options: training.TrainOptions, config: NetworkConfig) -> dict:
         tiny = training.TrainOptions(out=options.out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32)
-        return real_train(replace(tiny, batch_size=16), config)
+        return real_train(replace(tiny, batch_size=16, crack_weight=options.crack_weight), config)
 
     monkeypatch.setattr(training, "train", small)
-    args = build_parser().parse_args(["train", "--global-pool", "max", "--out", str(tmp_path)])
+    args = build_parser().parse_args(["train", "--global-pool", "max", "--crack-weight", "0", "--out", str(tmp_path)])
     assert args.handler(args) == 0
     card = json.loads((tmp_path / CARD_NAME).read_text())
     assert card["network"]["global_pool"] == "max"
+    assert card["training"]["crack_supervision"]["used"] is False
+    assert "train_crack_loss" not in card["training"]["history"][0]
     export_artifacts(tmp_path / CHECKPOINT_NAME, tmp_path)
     proto = onnx.load(str(tmp_path / ONNX_NAME))
     assert [n.op_type for n in proto.graph.node if n.output[0] != "logits"][-1] == "ReduceMax"
