@@ -2,13 +2,13 @@
 generator knows every crack pixel (``SynthPhoto.crack_mask``, upright photo coordinates); the explanation's CAM
 peak box (the receptive field of the peak cell, in uploaded-photo pixels) must overlap the crack in at least 90%
 of them. The photos are uploaded as a phone stores them (EXIF orientation, JPEG), so the boxes go through the
-same orientation and letterbox mapping as a real request.
+same orientation and letterbox mapping as a real request. The box test alone is weak (a late stage's receptive
+field covers most of the photo), so the peak cell's own footprint (the ``jump x jump`` square around its centre)
+must touch the crack in at least 70% of them too, more than four times what a cell drawn at random scores.
 
-Also reported, not asserted (``-s`` shows them): how often the peak cell's own footprint (the ``jump x jump``
-square around its centre, far smaller than its receptive field) touches the crack, how often a cell's footprint
-does so by chance (the share of all cells whose footprint touches it), and how many photos the model calls
-``screen_damage`` (argmax) and routes there (above the review threshold). The box test alone is weak: a late
-stage's receptive field covers most of the photo.
+Also reported, not asserted (``-s`` shows them): how often a cell's footprint touches the crack by chance (the
+share of all cells whose footprint touches it), and how many photos the model calls ``screen_damage`` (argmax) and
+routes there (above the review threshold).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = Path(os.environ.get("TRIAGE_CAM_TEST_MODEL", ROOT / "artifacts" / "triage.onnx"))  # another model: set it
 PHOTOS = 60
 REQUIRED = 0.9
+REQUIRED_CELL = 0.7  # the shipped model: 83.3%; the one before it, trained without crack locations: 61.7%
 
 
 def touches(mask: np.ndarray, box: list[int] | tuple[int, ...]) -> bool:
@@ -94,3 +95,4 @@ def test_cam_peak_box_overlaps_the_crack(record_property: Any) -> None:
         record_property(name, value)
     print(f"\nCAM peak vs crack on {PHOTOS} generated damaged-screen photos: {figures}")
     assert box_hits / PHOTOS >= REQUIRED, f"{figures}; misses (seed, route, class, box, crack box): {misses}"
+    assert cell_hits / PHOTOS >= max(REQUIRED_CELL, 4 * figures["any_cell_footprint_touches_crack"]), figures
