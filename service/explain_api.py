@@ -30,7 +30,7 @@ from service.onnx_weights import read_onnx
 from service.photo_handoff import handoff_of
 from service.routing import Decision
 from service.settings import Settings
-from service.uploads import TicketUpload, read_upload, reject
+from service.uploads import TicketUpload, receive_upload, reject
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,12 @@ async def read_explain(request: Request) -> AsyncIterator[ExplainUpload]:
         options = parse_options(request.query_params, getattr(request.app.state, "explain_layers", None))
     except OptionError as exc:
         raise reject(request, 400, "bad_option", str(exc)) from exc
-    upload = await read_upload(request)
-    if len(upload.photos) != 1:
-        raise reject(request, 400, "malformed_request", f"send exactly one photo to explain, not {len(upload.photos)}")
-    async with handoff_of(request).shared(upload) as shared:
+    handoff = handoff_of(request)
+    upload = await receive_upload(request, handoff.new_writer)
+    async with handoff.shared(upload) as shared:
+        if len(shared.photos) != 1:
+            count = len(shared.photos)
+            raise reject(request, 400, "malformed_request", f"send exactly one photo to explain, not {count}")
         yield ExplainUpload(shared, options)
 
 

@@ -6,11 +6,14 @@ sent and unpickled once more, one step after the other, before the worker can st
 a file in ``/dev/shm`` and queueing only the file's name, which the worker reads back, costs about the same CPU
 but far less waiting: ``docs/BENCHMARKS.md`` has the figures (``bench/service_load.py`` with ``handoff=0|1``).
 
-The HTTP process owns each file: it writes the file before the request is queued and removes it once the request
-is answered, whatever the outcome (answered, rejected, timed out, its worker killed), so a worker never has to
-clean up and a worker that dies leaks nothing. Files are named after the HTTP process's pid; the supervisor sweeps
-what a killed HTTP process left behind (``sweep``). Where the directory is missing, unwritable or full (a
-container's ``/dev/shm`` is 64 MB unless set otherwise), the photo travels in the queue as before.
+A multipart photo is written to its file chunk by chunk while the request body arrives (``new_writer``, used by
+``service.form_stream``), so it is copied once and mostly before its last byte is in; a JSON photo is written once
+decoded (``share``). The HTTP process owns each file: it writes the file before the request is queued and removes
+it once the request is answered, whatever the outcome (answered, rejected, timed out, its worker killed), so a
+worker never has to clean up and a worker that dies leaks nothing. Files are named after the HTTP process's pid;
+the supervisor sweeps what a killed HTTP process left behind (``sweep``). Where the directory is missing,
+unwritable or full (a container's ``/dev/shm`` is 64 MB unless set otherwise), the photo travels in the queue as
+before.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from pathlib import Path
 
 from fastapi import Request
 
-from service.uploads import TicketUpload, UploadedPhoto, read_upload
+from service.form_stream import MemoryWriter, PartWriter
+from service.uploads import TicketUpload, UploadedPhoto, receive_upload
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,10 @@ class PhotoHandoff:
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory if directory is not None and _usable(directory) else None
         self._warned = False
+
+    def new_writer(self) -> PartWriter:
+        """A writer that streams one multipart photo into a file of its own (in memory when hand-off is off)."""
+        return MemoryWriter() if self.directory is None else _FileWriter(self, self.directory)
 
     def share(self, upload: TicketUpload) -> TicketUpload:
         """``upload`` with each readable photo's bytes moved to a file; photos that cannot be written stay inline."""
@@ -68,22 +76,72 @@ class PhotoHandoff:
     def _share(self, photo: UploadedPhoto, directory: Path) -> UploadedPhoto:
         if photo.error is not None or not photo.data:
             return photo
-        path = directory / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+        writer = _FileWriter(self, directory)
+        writer.write(memoryview(photo.data))
+        _, shared = writer.close()
+        return photo if shared is None else replace(photo, data=b"", shared=shared)
+
+    def _failed(self, directory: Path, exc: OSError) -> None:
+        if not self._warned:
+            log.warning("photo hand-off through %s failed (%s); sending photos in the queue", directory, exc)
+            self._warned = True
+
+
+class _FileWriter:
+    """A ``PartWriter`` into a new file in the hand-off directory, opened at the first chunk. If the directory
+    cannot take the photo (full, gone), what was written is read back and the photo goes on in memory."""
+
+    def __init__(self, handoff: PhotoHandoff, directory: Path) -> None:
+        self._handoff, self._directory = handoff, directory
+        self._path: Path | None = None
+        self._fd: int | None = None
+        self._written = 0  # bytes the file is known to hold
+        self._memory: MemoryWriter | None = None
+
+    def write(self, chunk: memoryview) -> None:
+        if self._memory is not None:
+            self._memory.write(chunk)
+            return
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(photo.data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
+            if self._fd is None:
+                self._path = self._directory / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            while chunk:
+                n = os.write(self._fd, chunk)
+                self._written += n
+                chunk = chunk[n:]
         except OSError as exc:
-            path.unlink(missing_ok=True)
-            if not self._warned:
-                log.warning("photo hand-off through %s failed (%s); sending photos in the queue", directory, exc)
-                self._warned = True
-            return photo
-        return replace(photo, data=b"", shared=str(path))
+            self._handoff._failed(self._directory, exc)
+            self._to_memory(chunk)
+
+    def _to_memory(self, rest: memoryview) -> None:
+        self._memory = MemoryWriter()
+        if self._fd is not None and self._written:
+            self._memory.write(memoryview(os.pread(self._fd, self._written, 0)))
+        self._drop_file()
+        self._memory.write(rest)
+
+    def close(self) -> tuple[bytes, str | None]:
+        if self._memory is not None:
+            return self._memory.close()
+        if self._fd is None:
+            return b"", None
+        os.close(self._fd)
+        self._fd = None
+        return b"", str(self._path)
+
+    def discard(self) -> None:
+        if self._memory is not None:
+            self._memory.discard()
+        self._drop_file()
+
+    def _drop_file(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None
 
 
 def _usable(directory: Path) -> bool:
@@ -112,7 +170,9 @@ def handoff_of(request: Request) -> PhotoHandoff:
 
 
 async def shared_upload(request: Request) -> AsyncIterator[TicketUpload]:
-    """FastAPI dependency: ``read_upload``'s ticket, its photos handed over until the request is answered."""
-    upload = await read_upload(request)
-    async with handoff_of(request).shared(upload) as shared:
+    """FastAPI dependency: the request's ticket, its photos handed over until the request is answered (multipart
+    photos are written to their files as they arrive)."""
+    handoff = handoff_of(request)
+    upload = await receive_upload(request, handoff.new_writer)
+    async with handoff.shared(upload) as shared:
         yield shared

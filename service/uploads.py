@@ -12,14 +12,15 @@ from __future__ import annotations
 import base64
 import re
 import time
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
+from service.form_stream import FormError, FormLimits, MemoryWriter, PartWriter, read_file_parts
 from service.intake import IntakeError
 
 _DATA_URI = re.compile(r"^data:[\w.+/-]*;base64,", re.IGNORECASE)
@@ -90,65 +91,33 @@ def _check_count(request: Request, count: int, limits: UploadLimits, what: str) 
         )
 
 
-def field_bytes(text: str) -> bytes:
-    """The bytes of a ``file`` part sent without a filename, which the form parser hands over as text.
-
-    The parser decodes such a part as UTF-8 when it is valid UTF-8 and as Latin-1 otherwise; this inverts that.
-    Latin-1 bytes that are valid UTF-8 would have been decoded as UTF-8, so they cannot be what was sent; bytes that
-    are not valid UTF-8 are what was sent (every supported image: 0xFF and 0x89, their first bytes, never start
-    UTF-8). The one ambiguity, valid UTF-8 text within U+0000..U+00FF, is not an image either way.
-    """
-    try:
-        raw = text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw
-    return text.encode("utf-8")
-
-
 def _too_large(size: int, limits: UploadLimits) -> IntakeError:
     return IntakeError(413, f"file is {size} bytes; the limit is {limits.max_bytes}", "too_large")
 
 
-async def _parse_form(request: Request, limits: UploadLimits) -> FormData:
-    """Starlette's multipart parsing, with each photo held in memory up to the byte limit instead of 1 MB.
-
-    Past its spool size a part rolls over to a temporary file, and every 64 KB chunk is then written from a
-    thread-pool thread: about 3 ms of CPU per megabyte in the HTTP process, more than all its other work on a phone
-    photo. The bytes are read into memory right after anyway, and the request body is bounded by the byte limits.
-    """
-    # A part without a filename is held in memory as text; let it be as large as a photo may be.
-    fields = limits.max_images + 100
+async def _read_multipart(
+    request: Request, limits: UploadLimits, new_writer: Callable[[], PartWriter]
+) -> list[UploadedPhoto]:
+    """The ``file`` parts, each streamed into a writer from ``new_writer`` as it arrives (``service.form_stream``)."""
+    form_limits = FormLimits(max_files=limits.max_images, max_parts=limits.max_images + 100, max_bytes=limits.max_bytes)
     async with aclosing(request.stream()) as stream:
-        parser = MultiPartParser(
-            request.headers, stream, max_files=fields, max_fields=fields, max_part_size=limits.max_bytes
-        )
-        parser.spool_max_size = limits.max_bytes + 1
         try:
-            return await parser.parse()
-        except MultiPartException as exc:
-            raise reject(request, 400, "malformed_request", exc.message) from exc
-
-
-async def _read_multipart(request: Request, limits: UploadLimits) -> list[UploadedPhoto]:
-    photos: list[UploadedPhoto] = []
-    form = await _parse_form(request, limits)
+            parts, count = await read_file_parts(request.headers["content-type"], stream, form_limits, new_writer)
+        except FormError as exc:
+            raise reject(request, 400, "malformed_request", str(exc)) from exc
     try:
-        parts = form.getlist("file")
-        _check_count(request, len(parts), limits, "one or more multipart 'file' parts")
+        _check_count(request, count, limits, "one or more multipart 'file' parts")
+    except HTTPException:
         for part in parts:
-            if not isinstance(part, UploadFile):
-                photos.append(UploadedPhoto(None, field_bytes(part)))
-            elif part.size is not None and part.size > limits.max_bytes:
-                photos.append(UploadedPhoto(part.filename, error=_too_large(part.size, limits)))
-            else:
-                photos.append(UploadedPhoto(part.filename, await part.read()))
-    finally:
-        await form.close()
-    return photos
+            if part.shared is not None:
+                Path(part.shared).unlink(missing_ok=True)
+        raise
+    return [
+        UploadedPhoto(p.filename, error=_too_large(p.size, limits))
+        if p.size > limits.max_bytes
+        else UploadedPhoto(p.filename, p.data, shared=p.shared)
+        for p in parts
+    ]
 
 
 def _decode_base64(text: str, limits: UploadLimits) -> UploadedPhoto:
@@ -178,12 +147,18 @@ async def _read_json(request: Request, limits: UploadLimits) -> list[UploadedPho
 
 
 async def read_upload(request: Request) -> TicketUpload:
-    """FastAPI dependency: the ticket's photos, or an ``HTTPException`` for a malformed request."""
+    """FastAPI dependency: the ticket's photos, held in memory, or an ``HTTPException`` for a malformed request."""
+    return await receive_upload(request, MemoryWriter)
+
+
+async def receive_upload(request: Request, new_writer: Callable[[], PartWriter]) -> TicketUpload:
+    """The ticket's photos, multipart ones written by writers from ``new_writer`` as they arrive, or an
+    ``HTTPException`` for a malformed request (nothing written is left behind then)."""
     limits = _limits(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if content_type == "multipart/form-data":
-            photos = await _read_multipart(request, limits)
+            photos = await _read_multipart(request, limits, new_writer)
         elif content_type in ("", "application/json") or content_type.endswith("+json"):
             photos = await _read_json(request, limits)
         else:

@@ -115,3 +115,53 @@ def test_the_dependency_hands_photos_over_for_the_length_of_the_request(tmp_path
     assert response.status_code == 200 and response.json() == {"photos": 2}
     assert len(seen["files"]) == 2 and seen["bytes"] == body
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_that_fills_up_mid_photo_keeps_the_photo_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed photo whose second chunk hits ENOSPC: what was written is read back, nothing is left behind."""
+    real_write = os.write
+    calls = {"n": 0}
+
+    def write(fd: int, data: memoryview) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    chunks = [os.urandom(n) for n in (70_000, 50_000, 30_000)]
+    writer = PhotoHandoff(tmp_path).new_writer()
+    for chunk in chunks:
+        writer.write(memoryview(chunk))
+    assert writer.close() == (b"".join(chunks), None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_multipart_photos_stream_into_files_and_a_broken_body_leaves_none(tmp_path: Path) -> None:
+    app = FastAPI()
+    app.state.photo_handoff = PhotoHandoff(tmp_path)
+    seen: dict[str, object] = {}
+
+    @app.post("/echo")
+    async def echo(upload: Annotated[TicketUpload, Depends(shared_upload)]) -> dict[str, int]:
+        seen["inline"] = [p.data for p in upload.photos]
+        seen["bytes"] = [p.read() for p in upload.photos]
+        return {"photos": len(upload.photos)}
+
+    photos = [os.urandom(300_000), os.urandom(1000)]
+    boundary = "handoff-test"
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.jpg"\r\n\r\n'.encode()
+        + p
+        + b"\r\n"
+        for i, p in enumerate(photos)
+    )
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    with TestClient(app) as client:
+        whole = client.post("/echo", content=body + f"--{boundary}--\r\n".encode(), headers=headers)
+        assert whole.status_code == 200 and seen == {"inline": [b"", b""], "bytes": photos}
+        broken = client.post("/echo", content=body[:-500], headers=headers)  # the second photo never ends
+        assert broken.status_code == 400 and "closing boundary" in broken.json()["detail"]
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,136 @@
+"""The streaming multipart reader: exact bytes whatever the chunking, limits that count without keeping, every
+writer discarded when the body is bad, and a photo written while its request is still arriving."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from typing import ClassVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.form_stream import FilePart, FormError, FormLimits, MemoryWriter, read_file_parts
+
+BOUNDARY = "form-stream-test-3d9c"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+LIMITS = FormLimits(max_files=10, max_parts=20, max_bytes=10_000)
+
+
+def body(parts: Iterable[tuple[str, str | None, bytes]], closed: bool = True) -> bytes:
+    """A multipart body of ``(field name, filename or None, bytes)`` parts."""
+    out = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + ("" if filename is None else f'; filename="{filename}"')
+        out += f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    return out + (f"--{BOUNDARY}--\r\n".encode() if closed else b"")
+
+
+async def chunks(data: bytes, cuts: Iterable[int]) -> AsyncIterator[bytes]:
+    start = 0
+    for cut in sorted(set(cuts)):
+        if 0 < cut < len(data):
+            yield data[start:cut]
+            start = cut
+    yield data[start:]
+
+
+class Recorder(MemoryWriter):
+    """A memory writer that remembers being discarded."""
+
+    opened: ClassVar[list[Recorder]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.discarded = False
+        Recorder.opened.append(self)
+
+    def discard(self) -> None:
+        super().discard()
+        self.discarded = True
+
+
+def read(data: bytes, cuts: Iterable[int] = (), limits: FormLimits = LIMITS) -> tuple[list[FilePart], int]:
+    Recorder.opened = []
+    return asyncio.run(read_file_parts(CONTENT_TYPE, chunks(data, cuts), limits, Recorder))
+
+
+# Data a client could send under this boundary (never the delimiter itself), near-misses of it included.
+near_misses = [f"\r\n--{BOUNDARY[:-1]}x".encode(), f"\r\n--{BOUNDARY[:5]}".encode(), b"\r\n--", b"--" * 40]
+part_bytes = (st.binary(max_size=600) | st.sampled_from(near_misses)).filter(
+    lambda b: f"\r\n--{BOUNDARY}".encode() not in b
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    parts=st.lists(
+        st.tuples(st.sampled_from(["file", "note"]), st.sampled_from([None, "a.jpg", "écran.png"]), part_bytes),
+        max_size=6,
+    ),
+    cuts=st.lists(st.integers(0, 5000), max_size=12),
+)
+def test_file_parts_arrive_exactly_whatever_the_chunking(parts: list, cuts: list[int]) -> None:
+    kept, count = read(body(parts), cuts)
+    files = [(filename, data) for name, filename, data in parts if name == "file"]
+    assert count == len(files)
+    assert [(p.filename, p.data, p.size, p.shared) for p in kept] == [(f, d, len(d), None) for f, d in files]
+
+
+def test_parts_past_the_file_limit_are_counted_not_kept() -> None:
+    limits = FormLimits(max_files=2, max_parts=20, max_bytes=10_000)
+    kept, count = read(body([("file", f"{i}.jpg", bytes([i]) * 50) for i in range(4)]), limits=limits)
+    assert count == 4 and [p.filename for p in kept] == ["0.jpg", "1.jpg"]
+    assert len(Recorder.opened) == 2  # no writer for the parts that are not kept
+
+
+def test_an_oversized_part_is_measured_and_dropped_as_it_arrives() -> None:
+    kept, _ = read(body([("file", "big.jpg", b"x" * 10_001), ("file", "ok.jpg", b"y" * 10_000)]), cuts=[3000, 9000])
+    assert [(p.filename, p.size, p.data) for p in kept] == [("big.jpg", 10_001, b""), ("ok.jpg", 10_000, b"y" * 10_000)]
+    assert Recorder.opened[0].discarded and not Recorder.opened[1].discarded
+
+
+GOOD = ("file", "first.jpg", b"kept so far" * 20)
+NAMELESS = f"--{BOUNDARY}\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--{BOUNDARY}--\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (body([GOOD], closed=False), "closing boundary"),
+        (body([GOOD])[:120], "closing boundary"),
+        (body([GOOD], closed=False) + NAMELESS, 'no "name"'),
+        (body([GOOD] + [("note", None, b"x")] * 20), "more than 20 parts"),
+        (b"--other\r\n\r\nabc", "invalid multipart body"),
+    ],
+)
+def test_a_malformed_body_is_a_form_error_and_every_writer_is_discarded(data: bytes, message: str) -> None:
+    with pytest.raises(FormError, match=message):
+        read(data, cuts=[50, 100])
+    assert all(w.discarded for w in Recorder.opened)
+    assert len(Recorder.opened) == (0 if message == "invalid multipart body" else 1)
+
+
+def test_a_content_type_without_a_boundary_is_a_form_error() -> None:
+    with pytest.raises(FormError, match="boundary"):
+        asyncio.run(read_file_parts("multipart/form-data", chunks(b"", []), LIMITS, MemoryWriter))
+
+
+def test_a_photo_is_written_while_the_rest_of_the_body_is_still_arriving() -> None:
+    events: list[str] = []
+
+    class Logged(MemoryWriter):
+        def write(self, chunk: memoryview) -> None:
+            events.append("write")
+            super().write(chunk)
+
+    async def stream(data: bytes) -> AsyncIterator[bytes]:
+        async for chunk in chunks(data, range(4096, len(data), 4096)):
+            events.append("chunk")
+            yield chunk
+
+    data = body([("file", "a.jpg", bytes(range(256)) * 200)])
+    kept, _ = asyncio.run(read_file_parts(CONTENT_TYPE, stream(data), FormLimits(1, 5, 100_000), Logged))
+    assert kept[0].data == bytes(range(256)) * 200
+    assert events.index("write") < len(events) - 1 - events[::-1].index("chunk")  # a write before the last chunk
