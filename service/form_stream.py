@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from python_multipart.exceptions import FormParserError
@@ -61,12 +61,14 @@ class FilePart:
     """One ``file`` part: its filename (None when the part has none), byte count and where its bytes are.
 
     ``size > max_bytes`` means the bytes were dropped as they arrived (``data == b""``, ``shared is None``).
+    ``writer`` (closed) is what to ``discard`` if the caller drops the part after all.
     """
 
     filename: str | None
     size: int
     data: bytes = b""
     shared: str | None = None
+    writer: PartWriter | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ class _Reader:
         if not self._is_file or self.files > self.limits.max_files:
             return
         data, shared = self._writer.close() if self._writer is not None else (b"", None)
-        self.parts.append(FilePart(self._filename, self._size, data, shared))
+        self.parts.append(FilePart(self._filename, self._size, data, shared, self._writer))
 
     def callbacks(self) -> dict[str, Callable[..., None]]:
         names = ("part_begin", "header_field", "header_value", "header_end", "headers_finished", "part_data")

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
@@ -38,23 +37,29 @@ class UploadedPhoto:
 
     The bytes stay out of ``repr``: LitServe formats every request it handles into a debug message whether or
     not debug logging is on, and the repr of a 3 MB photo costs more CPU than decoding it. ``shared`` is the file
-    the bytes were handed over in instead (``service.photo_handoff``); ``read`` gives the bytes either way.
+    the bytes were handed over in instead (``service.photo_handoff``): its first ``shared_size`` bytes (the file is
+    reused, and may be longer). ``read`` gives the bytes either way.
     """
 
     name: str | None
     data: bytes = field(default=b"", repr=False)
     error: IntakeError | None = None
     shared: str | None = None
+    shared_size: int = 0
 
     def read(self) -> bytes:
-        """The photo's bytes; an ``IntakeError`` if its hand-off file is gone (the request was already answered)."""
+        """The photo's bytes; an ``IntakeError`` if its hand-off file is gone or shorter (the request was already
+        answered and the file removed or reused)."""
         if self.shared is None:
             return self.data
         try:
             with open(self.shared, "rb") as f:
-                return f.read()
+                data = f.read(self.shared_size)
         except FileNotFoundError:
-            raise IntakeError(408, "the request was answered before its photo was read", "expired") from None
+            data = b""
+        if len(data) != self.shared_size:
+            raise IntakeError(408, "the request was answered before its photo was read", "expired")
+        return data
 
 
 @dataclass(frozen=True)
@@ -109,13 +114,13 @@ async def _read_multipart(
         _check_count(request, count, limits, "one or more multipart 'file' parts")
     except HTTPException:
         for part in parts:
-            if part.shared is not None:
-                Path(part.shared).unlink(missing_ok=True)
+            if part.writer is not None:
+                part.writer.discard()
         raise
     return [
         UploadedPhoto(p.filename, error=_too_large(p.size, limits))
         if p.size > limits.max_bytes
-        else UploadedPhoto(p.filename, p.data, shared=p.shared)
+        else UploadedPhoto(p.filename, p.data, shared=p.shared, shared_size=p.size if p.shared else 0)
         for p in parts
     ]
 

@@ -257,15 +257,20 @@ def test_mixed_batch_under_concurrency(client: TestClient, photos: dict[str, byt
     assert batches < handled, "no two concurrent requests were batched together"
 
 
-def test_handed_over_photos_are_removed_once_answered(
-    client: TestClient, photos: dict[str, bytes], handoff_dir: Path
+def test_handed_over_photos_files_are_given_back_once_answered(
+    served: tuple[TestClient, Any], photos: dict[str, bytes], handoff_dir: Path
 ) -> None:
-    """The workers read every photo from the hand-off directory; nothing stays there, whatever the outcome."""
+    """The workers read every photo from the hand-off directory; once answered, whatever the outcome, a photo's file
+    is idle (kept for the next photos) or removed: nothing else stays there."""
+    client, started = served
     tickets = [[("a.jpg", photos["jpeg"]), ("b.png", photos["png"])], [("cut.jpg", photos["jpeg"][:200])]] * 4
     with ThreadPoolExecutor(max_workers=len(tickets)) as pool:
         statuses = [r.status_code for r in pool.map(lambda t: post(client, *t), tickets)]
     assert statuses == [200, 422] * 4
     assert post(client, ("a.jpg", photos["jpeg"]), key="wrong").status_code == 401
+    handoff = started.app.state.photo_handoff
+    assert set(handoff_dir.iterdir()) == {path for path, _ in handoff.pool.idle} != set()
+    handoff.close()
     assert list(handoff_dir.iterdir()) == []
 
 

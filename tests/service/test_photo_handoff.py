@@ -1,5 +1,5 @@
-"""Photos handed from the HTTP process to the worker through a directory: exact bytes, nothing left behind, and the
-queue as the fallback whenever the directory cannot take a photo."""
+"""Photos handed from the HTTP process to the worker through a directory: exact bytes, files kept for reuse or
+removed, and the queue as the fallback whenever the directory cannot take a photo."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 
+from service import photo_handoff
 from service.intake import IntakeError
 from service.photo_handoff import PREFIX, PhotoHandoff, shared_upload, sweep
 from service.uploads import TicketUpload, UploadedPhoto
@@ -33,7 +34,11 @@ def photos() -> tuple[UploadedPhoto, ...]:
     )
 
 
-def test_shared_photos_read_back_exactly_and_are_removed_on_release(tmp_path: Path, photos: tuple) -> None:
+def idle(handoff: PhotoHandoff) -> set[Path]:
+    return {path for path, _ in handoff.pool.idle}
+
+
+def test_shared_photos_read_back_exactly_and_their_files_are_kept_for_reuse(tmp_path: Path, photos: tuple) -> None:
     handoff = PhotoHandoff(tmp_path)
     shared = handoff.share(ticket(*photos))
     files = sorted(tmp_path.iterdir())
@@ -41,19 +46,42 @@ def test_shared_photos_read_back_exactly_and_are_removed_on_release(tmp_path: Pa
     for original, sent in zip(photos, shared.photos, strict=True):
         assert sent.name == original.name and sent.error == original.error
         assert sent.read() == original.read()
-    # What crosses the queue: a file name, not the bytes, for the two readable photos.
+    # What crosses the queue: a file name and a size, not the bytes, for the two readable photos.
     assert [p.shared is not None for p in shared.photos] == [True, False, False, True]
     assert all(p.data == b"" for p in shared.photos)
     assert all(oct(f.stat().st_mode & 0o777) == "0o600" for f in files)
     handoff.release(shared)
-    handoff.release(shared)  # idempotent: a second release finds nothing to remove
+    assert idle(handoff) == set(files)  # answered: idle, waiting for the next photos
+    handoff.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_released_file_takes_the_next_photo_which_reads_back_exactly(tmp_path: Path, photos: tuple) -> None:
+    handoff = PhotoHandoff(tmp_path)
+    first = handoff.share(ticket(photos[0]))
+    handoff.release(first)
+    second = handoff.share(ticket(photos[3]))  # 1234 bytes into the 3 MB file
+    assert second.photos[0].shared == first.photos[0].shared and idle(handoff) == set()
+    assert second.photos[0].read() == photos[3].data
+    assert Path(second.photos[0].shared).stat().st_size == 3_000_000  # never truncated: the size travels along
+
+
+def test_idle_files_past_the_limits_are_removed(tmp_path: Path, photos: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(photo_handoff, "IDLE_FILES", 1)
+    handoff = PhotoHandoff(tmp_path)
+    handoff.release(handoff.share(ticket(photos[3], photos[3])))
+    assert len(idle(handoff)) == 1 and set(tmp_path.iterdir()) == idle(handoff)
+    monkeypatch.setattr(photo_handoff, "IDLE_FILES", 16)
+    monkeypatch.setattr(photo_handoff, "IDLE_BYTES", 2_000_000)
+    handoff.release(handoff.share(ticket(photos[0])))  # the pool's 1234-byte file is reused and grows to 3 MB
+    assert idle(handoff) == set() and list(tmp_path.iterdir()) == []
 
 
 def test_a_photo_whose_file_is_gone_is_an_error_of_its_own(tmp_path: Path, photos: tuple) -> None:
     handoff = PhotoHandoff(tmp_path)
     shared = handoff.share(ticket(photos[0]))
     handoff.release(shared)
+    handoff.close()
     with pytest.raises(IntakeError) as caught:
         shared.photos[0].read()
     assert caught.value.status == 408 and caught.value.reason == "expired"
@@ -114,7 +142,7 @@ def test_the_dependency_hands_photos_over_for_the_length_of_the_request(tmp_path
         response = client.post("/echo", files=[("file", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(body)])
     assert response.status_code == 200 and response.json() == {"photos": 2}
     assert len(seen["files"]) == 2 and seen["bytes"] == body
-    assert list(tmp_path.iterdir()) == []
+    assert set(tmp_path.iterdir()) == idle(app.state.photo_handoff) and len(idle(app.state.photo_handoff)) == 2
 
 
 def test_a_directory_that_fills_up_mid_photo_keeps_the_photo_in_memory(
@@ -162,6 +190,7 @@ def test_multipart_photos_stream_into_files_and_a_broken_body_leaves_none(tmp_pa
     with TestClient(app) as client:
         whole = client.post("/echo", content=body + f"--{boundary}--\r\n".encode(), headers=headers)
         assert whole.status_code == 200 and seen == {"inline": [b"", b""], "bytes": photos}
+        kept = idle(app.state.photo_handoff)
         broken = client.post("/echo", content=body[:-500], headers=headers)  # the second photo never ends
         assert broken.status_code == 400 and "closing boundary" in broken.json()["detail"]
-    assert list(tmp_path.iterdir()) == []
+    assert len(kept) == 2 and idle(app.state.photo_handoff) == kept == set(tmp_path.iterdir())
