@@ -109,7 +109,7 @@ def latency(model: Path, spec: Preprocessing, repeat: int) -> dict[str, float]:
     decode, prep, infer = [], [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        photo = decode_photo(jpeg, draft_to=spec.size)
+        photo = decode_photo(jpeg, draft_to=spec.size, draft=spec.jpeg_draft)
         t1 = time.perf_counter()
         x = normalize(letterbox(photo, spec)[0][None], spec)
         t2 = time.perf_counter()

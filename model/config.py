@@ -20,6 +20,11 @@ class Preprocessing:
 
     ``resize="letterbox"`` keeps the aspect ratio: the photo's long side is scaled to ``size`` and the short
     side is centred and padded with the mean colour (which is 0 after normalisation).
+
+    ``jpeg_draft`` is how far a JPEG may be reduced in the DCT domain before the resize (``model.preprocess``):
+    ``"letterbox"``, to the coarsest scale still covering the letterboxed photo (a 640x480 photo decodes at
+    320x240 for a 256 input); ``"square"``, covering ``size x size`` on both sides (the same 640x480 photo decodes
+    whole), the rule of models made before this field existed, which is what ``from_dict`` reads when it is absent.
     """
 
     size: int = 256
@@ -28,6 +33,7 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
     classes: tuple[str, ...] = CLASSES
+    jpeg_draft: str = "letterbox"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "classes": list(self.classes)}
@@ -41,6 +47,7 @@ class Preprocessing:
             std=tuple(float(v) for v in data["std"]),
             interpolation=str(data.get("interpolation", "bilinear")),
             classes=tuple(data["classes"]),
+            jpeg_draft=str(data.get("jpeg_draft", "square")),
         )
 
     def to_json(self) -> str:

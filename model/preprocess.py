@@ -4,8 +4,8 @@ Plain NumPy and Pillow (no torch), so the serving image can use it. The steps:
 
 1. ``decode_photo``: bytes -> upright RGB ``PIL.Image`` (EXIF orientation applied, CMYK/palette/alpha/16-bit/
    grayscale converted, first frame of animations). With ``draft_to`` a JPEG is decoded in the DCT domain at
-   the smallest power-of-two reduction that still covers the network input, which is what makes 12 MP phone
-   photos cheap.
+   the coarsest power-of-two reduction that still covers the letterboxed network input (``jpeg_draft``), which
+   is what makes 12 MP phone photos cheap.
 2. ``letterbox``: scale the long side to ``spec.size``, centre, pad with the mean colour -> ``uint8 (S, S, 3)``.
 3. ``normalize``: ``uint8 (..., S, S, 3)`` -> ``float32 (..., 3, S, S)`` with the spec's mean and std.
 
@@ -15,6 +15,7 @@ Plain NumPy and Pillow (no torch), so the serving image can use it. The steps:
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -106,11 +107,27 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_photo(data: bytes, *, draft_to: int | None = None) -> Photo:
+JPEG_DRAFTS = ("letterbox", "square")
+
+
+def draft_size(width: int, height: int, draft_to: int, rule: str) -> tuple[int, int]:
+    """The smallest ``(w, h)`` a ``width x height`` JPEG may be DCT-reduced to (``Preprocessing.jpeg_draft``):
+    ``"letterbox"`` covers the photo letterboxed into ``draft_to`` (long side ``draft_to``, the short side in
+    proportion, rounded up); ``"square"`` covers ``draft_to`` on both sides. Orientation does not matter: the
+    long side is the long side either way."""
+    if rule == "square":
+        return draft_to, draft_to
+    if rule != "letterbox":
+        raise ValueError(f"jpeg_draft must be one of {JPEG_DRAFTS}, got {rule!r}")
+    scale = draft_to / max(width, height)
+    return math.ceil(width * scale), math.ceil(height * scale)
+
+
+def decode_photo(data: bytes, *, draft_to: int | None = None, draft: str = "square") -> Photo:
     """Decode image bytes into an upright RGB photo.
 
-    ``draft_to``: if given and the file is a JPEG, decode at the coarsest DCT scale (1/2, 1/4, 1/8) whose size is
-    still at least ``draft_to`` on both sides. Raises ``PIL.UnidentifiedImageError``/``OSError`` on bad data.
+    ``draft_to``: if given and the file is a JPEG, decode at the coarsest DCT scale (1/2, 1/4, 1/8) whose size
+    still covers ``draft_size(..., draft_to, draft)``. Raises ``PIL.UnidentifiedImageError``/``OSError`` on bad data.
     """
     image = Image.open(io.BytesIO(data))
     fmt = image.format
@@ -119,7 +136,7 @@ def decode_photo(data: bytes, *, draft_to: int | None = None) -> Photo:
     if orientation in _ROTATING_ORIENTATIONS:
         full_w, full_h = full_h, full_w
     if draft_to is not None and fmt == "JPEG":
-        image.draft("RGB", (draft_to, draft_to))
+        image.draft("RGB", draft_size(*image.size, draft_to, draft))
     image.load()
     upright = ImageOps.exif_transpose(image)
     return Photo(to_rgb(upright), full_w, full_h, orientation if 1 <= orientation <= 8 else 1, fmt)
@@ -182,6 +199,6 @@ def prepare(data: bytes, spec: Preprocessing, *, fast: bool = True) -> Prepared:
 
     ``fast`` uses DCT-domain downscaled JPEG decoding (never below the network input size).
     """
-    photo = decode_photo(data, draft_to=spec.size if fast else None)
+    photo = decode_photo(data, draft_to=spec.size if fast else None, draft=spec.jpeg_draft)
     pixels, geo = letterbox(photo, spec)
     return Prepared(normalize(pixels, spec), pixels, geo, photo)

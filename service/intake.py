@@ -123,7 +123,7 @@ def read_photo(
     t0 = time.perf_counter()
     kind = check_photo(data, limits)
     try:
-        photo = decode_photo(data, draft_to=spec.size if fast else None)
+        photo = decode_photo(data, draft_to=spec.size if fast else None, draft=spec.jpeg_draft)
     except Image.DecompressionBombError as exc:
         raise IntakeError(413, f"image is too large to decode: {exc}", "too_many_pixels") from exc
     except _DECODE_ERRORS as exc:

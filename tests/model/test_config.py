@@ -27,3 +27,12 @@ def test_a_config_written_before_the_pool_was_named_averages() -> None:
 def test_an_unknown_pool_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="'median'"):
         NetworkConfig(global_pool="median", preprocessing=Preprocessing())
+
+
+def test_preprocessing_written_before_the_jpeg_draft_was_named_covers_the_square() -> None:
+    """Models made before ``jpeg_draft`` existed were trained on JPEGs reduced only as far as ``size x size``."""
+    old = Preprocessing().to_dict()
+    del old["jpeg_draft"]
+    assert Preprocessing.from_dict(old).jpeg_draft == "square"
+    assert Preprocessing.from_dict(json.loads(Preprocessing().to_json())) == Preprocessing()
+    assert Preprocessing().jpeg_draft == "letterbox"

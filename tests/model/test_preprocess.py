@@ -11,7 +11,16 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from model.config import Preprocessing
-from model.preprocess import Photo, decode_photo, letterbox, letterbox_geometry, normalize, prepare, to_rgb
+from model.preprocess import (
+    Photo,
+    decode_photo,
+    draft_size,
+    letterbox,
+    letterbox_geometry,
+    normalize,
+    prepare,
+    to_rgb,
+)
 
 SPEC = Preprocessing()
 
@@ -77,6 +86,32 @@ def test_draft_decode_keeps_full_upright_size_and_covers_the_input(orientation: 
     assert (photo.width, photo.height) == (2016, 1512)
     assert photo.image.size[0] < 2016 and min(photo.image.size) >= 256  # decoded at a DCT reduction
     assert photo.image.size[0] > photo.image.size[1]  # still upright after the rotation tag
+
+
+@pytest.mark.parametrize(
+    ("size", "orientation", "square", "letterbox"),
+    [
+        ((640, 480), 1, (640, 480), (320, 240)),  # the square rule cannot halve 480 below 256
+        ((1024, 768), 6, (512, 384), (256, 192)),  # stored rotated (768x1024)
+        ((448, 336), 1, (448, 336), (448, 336)),  # halving would fall below the letterbox (256x192)
+        ((4032, 3024), 1, (504, 378), (504, 378)),  # 1/8 is as far as JPEG goes
+    ],
+)
+def test_the_letterbox_draft_decodes_coarser_yet_covers_the_letterbox(
+    size: tuple[int, int], orientation: int, square: tuple[int, int], letterbox: tuple[int, int]
+) -> None:
+    """Sizes are upright; the letterbox of each photo is 256 on its long side."""
+    data = _stored(_asymmetric(*size), orientation, fmt="JPEG")
+    for rule, expected in (("square", square), ("letterbox", letterbox)):
+        photo = decode_photo(data, draft_to=256, draft=rule)
+        assert photo.image.size == expected and (photo.width, photo.height) == size, rule
+        geo = letterbox_geometry(photo.width, photo.height, 256)
+        assert min(np.subtract(photo.image.size, (geo.new_width, geo.new_height))) >= 0  # the resize only shrinks
+
+
+def test_an_unknown_draft_rule_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="'halfway'"):
+        draft_size(640, 480, 256, "halfway")
 
 
 def test_fast_and_full_decode_give_nearly_the_same_tensor() -> None:
