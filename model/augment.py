@@ -97,14 +97,3 @@ def apply(
     scale = torch.tensor([1.0 / v for v in std]).view(1, 3, 1, 1)
     shift = torch.tensor([-m / v for m, v in zip(mean, std, strict=True)]).view(1, 3, 1, 1)
     return out.mul_(scale).add_(shift)
-
-
-def augment_batch(
-    pixels: torch.Tensor,
-    generator: torch.Generator,
-    jitter: Jitter = Jitter(),
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0),
-) -> torch.Tensor:
-    """Flip and colour-jitter a ``uint8 (N, 3, H, W)`` batch, each photo its own way, then normalise."""
-    return apply(pixels, draw(pixels.shape[0], generator, jitter), mean, std)

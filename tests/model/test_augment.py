@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from model.augment import Draw, Jitter, apply, augment_batch, draw
+from model.augment import Draw, Jitter, apply, draw
 
 
 @pytest.fixture
@@ -61,14 +61,14 @@ def test_photos_are_drawn_independently_and_reproducibly(photos: torch.Tensor) -
 
 def test_channels_last_batches_stay_channels_last(photos: torch.Tensor) -> None:
     batch = photos.contiguous(memory_format=torch.channels_last)
-    out = augment_batch(batch, torch.Generator().manual_seed(6))
+    out = apply(batch, draw(batch.shape[0], torch.Generator().manual_seed(6)))
     assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("bad", [torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, 4, dtype=torch.uint8)])
 def test_wrong_dtype_or_layout_is_named(bad: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"augment expects uint8 \(N, 3, H, W\)"):
-        augment_batch(bad, torch.Generator())
+        apply(bad, draw(bad.shape[0], torch.Generator()))
 
 
 def test_a_draw_for_another_batch_size_is_refused(photos: torch.Tensor) -> None:
