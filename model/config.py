@@ -22,9 +22,10 @@ class Preprocessing:
     side is centred and padded with the mean colour (which is 0 after normalisation).
 
     ``jpeg_draft`` is how far a JPEG may be reduced in the DCT domain before the resize (``model.preprocess``):
-    ``"letterbox"``, to the coarsest scale still covering the letterboxed photo (a 640x480 photo decodes at
-    320x240 for a 256 input); ``"square"``, covering ``size x size`` on both sides (the same 640x480 photo decodes
-    whole), the rule of models made before this field existed, which is what ``from_dict`` reads when it is absent.
+    ``"square"``, as far as still covers ``size x size`` (a 640x480 photo decodes whole for a 256 input; the shipped
+    model's rule, and what ``from_dict`` reads for artifacts written before the field existed), or
+    ``"letterbox"``, as far as still covers the letterboxed photo (the same photo decodes at 320x240, its decode and
+    resize in 42% less time; ``docs/BENCHMARKS.md`` has one training with each).
     """
 
     size: int = 256
@@ -33,7 +34,7 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
     classes: tuple[str, ...] = CLASSES
-    jpeg_draft: str = "letterbox"
+    jpeg_draft: str = "square"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "classes": list(self.classes)}

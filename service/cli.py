@@ -11,7 +11,7 @@ DEFAULT_ARTIFACTS = Path("artifacts")
 
 
 def _train(args: argparse.Namespace) -> int:
-    from model.config import NetworkConfig
+    from model.config import NetworkConfig, Preprocessing
     from model.train import TrainOptions, train
 
     options = TrainOptions(
@@ -24,7 +24,8 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         crack_weight=args.crack_weight,
     )
-    train(options, NetworkConfig(global_pool=args.global_pool))
+    preprocessing = Preprocessing(jpeg_draft=args.jpeg_draft)
+    train(options, NetworkConfig(global_pool=args.global_pool, preprocessing=preprocessing))
     return 0
 
 
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("avg", "max"),
         default="avg",
         help="how the head pools the last stage over space (docs/BENCHMARKS.md compares them)",
+    )
+    p.add_argument(
+        "--jpeg-draft",
+        choices=("square", "letterbox"),
+        default="square",
+        help="how far JPEGs are reduced while decoding: to cover the square input or only the letterboxed photo",
     )
     p.add_argument(
         "--crack-weight",
