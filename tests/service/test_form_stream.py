@@ -134,3 +134,40 @@ def test_a_photo_is_written_while_the_rest_of_the_body_is_still_arriving() -> No
     kept, _ = asyncio.run(read_file_parts(CONTENT_TYPE, stream(data), FormLimits(1, 5, 100_000), Logged))
     assert kept[0].data == bytes(range(256)) * 200
     assert events.index("write") < len(events) - 1 - events[::-1].index("chunk")  # a write before the last chunk
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    junk=st.lists(
+        st.sampled_from(
+            [
+                f"--{BOUNDARY}\r\n".encode(),
+                f"--{BOUNDARY}--\r\n".encode(),
+                b'Content-Disposition: form-data; name="file"; filename="a.jpg"\r\n',
+                b'Content-Disposition: form-data; name="note"\r\n',
+                b"Content-Disposition: form-data\r\n",
+                b"Content-Type: image/jpeg\r\n",
+                b"\r\n",
+                b"\r",
+                b"-",
+                b"\xff\xd8\xff\xe0",
+                b"x" * 300,
+            ]
+        )
+        | st.binary(max_size=40),
+        max_size=25,
+    ),
+    cuts=st.lists(st.integers(0, 3000), max_size=8),
+)
+def test_any_body_is_read_or_refused_with_a_form_error_and_no_writer_left_open(
+    junk: list[bytes], cuts: list[int]
+) -> None:
+    limits = FormLimits(max_files=3, max_parts=6, max_bytes=200)
+    try:
+        kept, count = read(b"".join(junk), cuts, limits)
+    except FormError:
+        assert all(w.discarded for w in Recorder.opened)
+        return
+    assert len(kept) == len(Recorder.opened) == min(count, 3)
+    for part in kept:
+        assert len(part.data) == (part.size if part.size <= 200 else 0)
