@@ -19,6 +19,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,13 @@ MAX_BYTES = 20 * 1024 * 1024
 def app() -> FastAPI:
     """The server: built by uvicorn (``--factory``) in its own process."""
     handoff = PhotoHandoff(Path("/dev/shm"))
-    api = FastAPI()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        handoff.close()
+
+    api = FastAPI(lifespan=lifespan)
 
     def timed(seconds: float, upload: TicketUpload) -> dict[str, float]:
         size = sum(len(p.read()) for p in upload.photos)

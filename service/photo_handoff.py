@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import litserve as ls
 from fastapi import Request
 
 from service.form_stream import MemoryWriter, PartWriter
@@ -212,6 +213,17 @@ def sweep(directory: Path | None, pids: Iterable[int]) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+class CloseHandoffOnStop(ls.Callback):
+    """Removes an HTTP process's idle hand-off files when its server stops (LitServe's ``on_server_end``, run by
+    each HTTP process's lifespan); the supervisor's ``sweep`` covers a process that is killed instead."""
+
+    def on_server_end(self, *args: object, litserver: ls.LitServer | None = None, **kwargs: object) -> None:
+        handoff = getattr(getattr(litserver, "app", None), "state", None)
+        handoff = getattr(handoff, "photo_handoff", None)
+        if isinstance(handoff, PhotoHandoff):
+            handoff.close()
 
 
 def handoff_of(request: Request) -> PhotoHandoff:

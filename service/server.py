@@ -31,7 +31,7 @@ from service.logs import configure_logging
 from service.metrics import MULTIPROC_ENV, live_models, render, use_metrics_dir
 from service.openapi import describe_api
 from service.page import PAGE_PATH, add_page_routes
-from service.photo_handoff import PhotoHandoff
+from service.photo_handoff import CloseHandoffOnStop, PhotoHandoff
 from service.request_context import RequestContextMiddleware
 from service.route_api import ROUTE_PATH, RouteAPI
 from service.settings import Settings
@@ -113,6 +113,7 @@ def build_server(settings: Settings, card: dict[str, Any], plan: DevicePlan) -> 
         max_payload_size=settings.max_request_bytes,
         middlewares=[middleware],
         healthcheck_path=HEALTH_PATH,
+        callbacks=[CloseHandoffOnStop()],
     )
     server.app.state.upload_limits = UploadLimits(max_images=settings.max_images, max_bytes=settings.max_bytes)
     server.app.state.photo_handoff = PhotoHandoff(settings.handoff_dir)

@@ -51,6 +51,7 @@ def served(random_model_dir: Path, metrics_dir: Path, handoff_dir: Path) -> Iter
             assert time.monotonic() < deadline, "the inference worker did not become ready"
             time.sleep(0.1)
         yield client, started
+    assert list(handoff_dir.iterdir()) == [], "the HTTP server left hand-off files behind when it stopped"
 
 
 @pytest.fixture
@@ -270,8 +271,7 @@ def test_handed_over_photos_files_are_given_back_once_answered(
     assert post(client, ("a.jpg", photos["jpeg"]), key="wrong").status_code == 401
     handoff = started.app.state.photo_handoff
     assert set(handoff_dir.iterdir()) == {path for path, _ in handoff.pool.idle} != set()
-    handoff.close()
-    assert list(handoff_dir.iterdir()) == []
+    # And when the server stops, the idle files go too (checked as the module's server fixture ends).
 
 
 def test_model_endpoint(client: TestClient, random_model_dir: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
 import numpy as np
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from service import photo_handoff
 from service.intake import IntakeError
-from service.photo_handoff import PREFIX, PhotoHandoff, shared_upload, sweep
+from service.photo_handoff import PREFIX, CloseHandoffOnStop, PhotoHandoff, shared_upload, sweep
 from service.uploads import TicketUpload, UploadedPhoto
 
 
@@ -194,3 +195,12 @@ def test_multipart_photos_stream_into_files_and_a_broken_body_leaves_none(tmp_pa
         broken = client.post("/echo", content=body[:-500], headers=headers)  # the second photo never ends
         assert broken.status_code == 400 and "closing boundary" in broken.json()["detail"]
     assert len(kept) == 2 and idle(app.state.photo_handoff) == kept == set(tmp_path.iterdir())
+
+
+def test_stopping_the_server_removes_its_idle_files(tmp_path: Path, photos: tuple) -> None:
+    handoff = PhotoHandoff(tmp_path)
+    handoff.release(handoff.share(ticket(photos[0], photos[3])))
+    assert len(list(tmp_path.iterdir())) == 2
+    server = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(photo_handoff=handoff)))
+    CloseHandoffOnStop().on_server_end(litserver=server)
+    assert list(tmp_path.iterdir()) == [] and idle(handoff) == set()
