@@ -161,6 +161,9 @@ class _FileWriter:
                 return
             except FileNotFoundError:
                 pass  # removed behind the pool's back: make a new one
+            except OSError:
+                self._handoff.pool.give(reused)  # still usable later (e.g. out of file descriptors now)
+                raise
         self._path = self._directory / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
 

@@ -204,3 +204,23 @@ def test_stopping_the_server_removes_its_idle_files(tmp_path: Path, photos: tupl
     server = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(photo_handoff=handoff)))
     CloseHandoffOnStop().on_server_end(litserver=server)
     assert list(tmp_path.iterdir()) == [] and idle(handoff) == set()
+
+
+def test_an_idle_file_that_cannot_be_opened_stays_idle_and_the_photo_goes_in_memory(
+    tmp_path: Path, photos: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handoff = PhotoHandoff(tmp_path)
+    handoff.release(handoff.share(ticket(photos[3])))
+    kept = idle(handoff)
+    real_open = os.open
+
+    def open_(path: object, flags: int, *args: int) -> int:
+        if not flags & os.O_CREAT:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_)
+    writer = handoff.new_writer()
+    writer.write(memoryview(photos[0].data))
+    assert writer.close() == (photos[0].data, None)
+    assert idle(handoff) == kept == set(tmp_path.iterdir())
