@@ -12,6 +12,7 @@ among those drawn at least ``--min-count`` times, beside that class's overall er
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -91,6 +92,24 @@ def main() -> None:
         for r in [r for r in rows if r.label == label][: args.top]:
             print(f"| {r.factor} | {r.value} | {r.errors} | {r.count} | {r.rate:.1%} |")
         print()
+    if data.crack_cells is not None:
+        print_misses_by_crack_size(data.crack_cells.sum(axis=(1, 2)), data.labels, wrong)
+
+
+CRACK_PIXEL_BINS = (1, 50, 100, 200, 400, 800)
+
+
+def print_misses_by_crack_size(crack_pixels: np.ndarray, labels: np.ndarray, wrong: np.ndarray) -> None:
+    """Damaged screens missed, by how many input pixels their crack covers (``model.crack_cells``)."""
+    print("screen_damage missed, by the crack's pixels at the network input:\n")
+    print("| crack pixels at the input | photos | missed | miss rate |\n|---|---:|---:|---:|")
+    damaged = labels == CLASSES.index("screen_damage")
+    edges = (0, *CRACK_PIXEL_BINS, np.inf)
+    for lo, hi in itertools.pairwise(edges):
+        chosen = damaged & (crack_pixels >= lo) & (crack_pixels < hi)
+        if chosen.any():
+            span = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">= {lo:g}"
+            print(f"| {span} | {chosen.sum()} | {wrong[chosen].sum()} | {wrong[chosen].mean():.1%} |")
 
 
 if __name__ == "__main__":
