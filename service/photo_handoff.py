@@ -223,8 +223,8 @@ class CloseHandoffOnStop(ls.Callback):
     each HTTP process's lifespan); the supervisor's ``sweep`` covers a process that is killed instead."""
 
     def on_server_end(self, *args: object, litserver: ls.LitServer | None = None, **kwargs: object) -> None:
-        handoff = getattr(getattr(litserver, "app", None), "state", None)
-        handoff = getattr(handoff, "photo_handoff", None)
+        state = getattr(getattr(litserver, "app", None), "state", None)
+        handoff = getattr(state, "photo_handoff", None)
         if isinstance(handoff, PhotoHandoff):
             handoff.close()
 

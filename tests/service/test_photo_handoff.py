@@ -35,6 +35,22 @@ def photos() -> tuple[UploadedPhoto, ...]:
     )
 
 
+def disk_full_at_write(monkeypatch: pytest.MonkeyPatch, call: int, written_first: int = 0) -> None:
+    """``os.write`` raises ENOSPC on its ``call``-th call, after writing ``written_first`` bytes of it."""
+    real_write = os.write
+    calls = {"n": 0}
+
+    def write(fd: int, data: memoryview) -> int:
+        calls["n"] += 1
+        if calls["n"] == call:
+            if written_first:
+                real_write(fd, bytes(data[:written_first]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
 def idle(handoff: PhotoHandoff) -> set[Path]:
     return {path for path, _ in handoff.pool.idle}
 
@@ -101,17 +117,7 @@ def test_a_full_directory_falls_back_photo_by_photo(
     tmp_path: Path, photos: tuple, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """ENOSPC (a container's 64 MB /dev/shm) on one photo: that photo travels inline, its partial file is removed."""
-    real_write = os.write
-    calls = {"n": 0}
-
-    def write(fd: int, data: memoryview) -> int:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            real_write(fd, bytes(data[:100]))
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
-    monkeypatch.setattr(os, "write", write)
+    disk_full_at_write(monkeypatch, 1, written_first=100)
     shared = PhotoHandoff(tmp_path).share(ticket(photos[0], photos[3]))
     assert shared.photos[0].shared is None and shared.photos[0].data == photos[0].data
     assert shared.photos[1].shared is not None and shared.photos[1].read() == photos[3].data
@@ -150,16 +156,7 @@ def test_a_directory_that_fills_up_mid_photo_keeps_the_photo_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A streamed photo whose second chunk hits ENOSPC: what was written is read back, nothing is left behind."""
-    real_write = os.write
-    calls = {"n": 0}
-
-    def write(fd: int, data: memoryview) -> int:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
-    monkeypatch.setattr(os, "write", write)
+    disk_full_at_write(monkeypatch, 2)
     chunks = [os.urandom(n) for n in (70_000, 50_000, 30_000)]
     writer = PhotoHandoff(tmp_path).new_writer()
     for chunk in chunks:
