@@ -71,6 +71,7 @@ def short_training(
         n_shifted=args.n_val,
         cache=cache,
         crack_weight=args.crack_weight,
+        twins=getattr(args, "twins", 0.0),
     )
     started = time.perf_counter()
     card = train(opts, config)

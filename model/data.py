@@ -50,41 +50,74 @@ def split_seeds(split: str, n: int, seed: int) -> np.ndarray:
     return SPLIT_OFFSETS[split] + seed * 1_000_000 + np.arange(n, dtype=np.int64)
 
 
-def _render_one(job: tuple[int, int, str, Preprocessing]) -> tuple[np.ndarray, np.ndarray]:
+def _render_one(job: tuple[int, int, str, Preprocessing, bool]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One photo, or with ``twin`` a damaged photo and its intact twin: ``[(pixels, crack cells), ...]``."""
     from model.synth import render_photo
+    from model.synth.render import render_twins
 
-    photo_seed, label, split, spec = job
-    photo = render_photo(photo_seed, CLASSES[label], split=split)
-    prepared = prepare(photo.encode(), spec)
-    return prepared.pixels, crack_cells(photo.crack_mask, prepared.geometry)
+    photo_seed, label, split, spec, twin = job
+    photos = render_twins(photo_seed, split=split) if twin else (render_photo(photo_seed, CLASSES[label], split=split),)
+    out = []
+    for photo in photos:
+        prepared = prepare(photo.encode(), spec)
+        out.append((prepared.pixels, crack_cells(photo.crack_mask, prepared.geometry)))
+    return out
+
+
+def twin_pairs(n: int, twins: float) -> np.ndarray:
+    """Which of the ``n // 2`` (screen_damage, general_returns) slot pairs hold a damaged photo and its intact twin:
+    a ``twins`` share of them, spread evenly."""
+    if not 0.0 <= twins <= 1.0:
+        raise ValueError(f"twins must be a share in [0, 1], got {twins}")
+    k = np.arange(n // 2)
+    return np.floor((k + 1) * twins) > np.floor(k * twins)
+
+
+def _jobs(
+    split: str, n: int, spec: Preprocessing, seed: int, twins: float
+) -> list[tuple[int, int, str, Preprocessing, bool]]:
+    seeds = split_seeds(split, n, seed)
+    paired = twin_pairs(n, twins)
+    jobs = []
+    for i in range(n):
+        if i % 2 == 1 and paired[i // 2]:
+            continue  # filled by the twin of photo i - 1
+        twin = i % 2 == 0 and i // 2 < len(paired) and bool(paired[i // 2])
+        jobs.append((int(seeds[i]), i % len(CLASSES), split, spec, twin))
+    return jobs
 
 
 def _workers() -> int:
     return max(1, min(os.cpu_count() or 1, int(os.environ.get("TRIAGE_DATA_WORKERS", "0")) or os.cpu_count() or 1))
 
 
-def synthetic_split(split: str, n: int, spec: Preprocessing, seed: int = 0, cache: Path | None = None) -> ArrayDataset:
+def synthetic_split(
+    split: str, n: int, spec: Preprocessing, seed: int = 0, cache: Path | None = None, twins: float = 0.0
+) -> ArrayDataset:
     """Render ``n`` photos (balanced, alternating labels) of ``split``, preprocess them and place their cracks.
 
-    With ``cache`` set, the arrays are stored there under a key of (generator version, split, n, seed, spec).
+    ``twins`` is the share of general_returns photos that are the intact twins of the screen_damage photo beside
+    them (``model.synth.render.render_twins``) instead of photos of their own seed.
+    With ``cache`` set, the arrays are stored there under a key of (generator version, split, n, seed, spec, twins).
     """
     from model.synth import GENERATOR_VERSION
 
     what = f"{GENERATOR_VERSION}|{split}|{n}|{seed}|{spec.to_json()}|crack cells {CELL_PX} px"
+    if twins:
+        what += f"|twins {twins}"
     key = hashlib.sha256(what.encode()).hexdigest()[:16]
     path = cache / f"synth-{split}-{n}-{key}.npz" if cache else None
     if path is not None and path.exists():
         with np.load(path) as data:
             return ArrayDataset(data["pixels"], data["labels"], f"synthetic:{split}", data["crack_cells"])
-    seeds = split_seeds(split, n, seed)
     labels = np.arange(n, dtype=np.int64) % len(CLASSES)
-    jobs = [(int(s), int(y), split, spec) for s, y in zip(seeds, labels, strict=True)]
+    jobs = _jobs(split, n, spec, seed, twins)
     workers = _workers()
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            rendered = list(pool.map(_render_one, jobs, chunksize=64))
+            rendered = [photo for photos in pool.map(_render_one, jobs, chunksize=64) for photo in photos]
     else:
-        rendered = [_render_one(j) for j in jobs]
+        rendered = [photo for job in jobs for photo in _render_one(job)]
     pixels = np.stack([p for p, _ in rendered])
     cells = np.stack([c for _, c in rendered])
     if path is not None:

@@ -51,6 +51,7 @@ class TrainOptions:
     precision: str = "auto"  # "auto": bf16 autocast where the device computes bf16 natively, else fp32
     device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU
     crack_weight: float = 1.0  # weight of the crack-location loss (model.crack_supervision); 0 turns it off
+    twins: float = 0.0  # share of synthetic general_returns training photos that are intact twins of damaged ones
 
 
 DEFAULT_EPOCHS = 14
@@ -137,7 +138,8 @@ def _load_data(opts: TrainOptions, spec: Preprocessing) -> tuple[dict[str, Array
         splits = {}
         for name, n in sizes.items():
             started = time.perf_counter()
-            splits[name] = synthetic_split(name, n, spec, seed=opts.seed, cache=opts.cache)
+            twins = opts.twins if name == "train" else 0.0
+            splits[name] = synthetic_split(name, n, spec, seed=opts.seed, cache=opts.cache, twins=twins)
             print(f"generated {name}: {n} photos in {time.perf_counter() - started:.1f} s")
         from model.synth import HELD_OUT
 
@@ -146,6 +148,7 @@ def _load_data(opts: TrainOptions, spec: Preprocessing) -> tuple[dict[str, Array
             "generator": "model.synth (procedural, seeded)",
             "splits": sizes,
             "seed_ranges": "disjoint per split (model.data.split_seeds)",
+            "train_twins": opts.twins,
             "held_out_factors": {k: sorted(map(str, v)) for k, v in HELD_OUT.items()},
         }
     return splits, {**description, "counts": {k: len(v) for k, v in splits.items()}}

@@ -23,6 +23,7 @@ def _train(args: argparse.Namespace) -> int:
         precision=args.precision,
         device=args.device,
         crack_weight=args.crack_weight,
+        twins=args.twins,
     )
     preprocessing = Preprocessing(jpeg_draft=args.jpeg_draft)
     train(options, NetworkConfig(global_pool=args.global_pool, preprocessing=preprocessing))
@@ -103,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="weight of the loss that teaches the last stage where generated cracks lie; 0 turns it off",
+    )
+    p.add_argument(
+        "--twins",
+        type=float,
+        default=0.0,
+        help="share of generated general_returns training photos that are intact twins of the damaged photos",
     )
     p.set_defaults(handler=_train)
 

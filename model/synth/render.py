@@ -11,6 +11,7 @@ from model.synth.factors import (
     BODY_PALETTES,
     CLASSES,
     DAMAGE,
+    RETURNS,
     SCREEN_CONTENTS,
     SPLITS,
     draw_factors,
@@ -22,6 +23,7 @@ from model.synth.photo import SynthPhoto
 
 MAX_ATTEMPTS = 6
 MIN_SIDE, MAX_SIDE = 16, 8192
+CRACK_FACTORS = ("crack_style", "crack_extent", "crack_tone", "crack_width", "lcd_bleed")
 LYING = ("phone", "tablet", "handheld_console")
 
 
@@ -100,7 +102,13 @@ def _finger_target(rng: np.random.Generator, outline: np.ndarray | None, size: t
     return edge + (centre - edge) * rng.uniform(0.0, 0.25)
 
 
-def _compose(rng: np.random.Generator, factors: dict[str, Any], size: tuple[int, int]) -> SynthPhoto | None:
+def _compose(
+    rng: np.random.Generator, factors: dict[str, Any], size: tuple[int, int], twin: bool = False
+) -> tuple[SynthPhoto, SynthPhoto | None] | None:
+    """Draw one photo; with ``twin``, also its intact twin: the same photo, pixel for pixel, without the fracture.
+
+    Returns None when the layout is unusable (the caller re-rolls).
+    """
     w, h = size
     label = factors["label"]
     subject, pts = _subject(rng, factors)
@@ -120,6 +128,7 @@ def _compose(rng: np.random.Generator, factors: dict[str, Any], size: tuple[int,
     screen_box = None
     outline = None
     drawn = None
+    intact = None
     if isinstance(subject, devices.Device):
         drawn = devices.draw_device(image, camera, subject, rng, factors["screen_content"], factors["glare"])
         outline = drawn.outline
@@ -127,6 +136,7 @@ def _compose(rng: np.random.Generator, factors: dict[str, Any], size: tuple[int,
         if screen_box is None or drawn.box is None or drawn.mask is None:
             return None
         if label == DAMAGE:
+            intact = image.copy() if twin else None
             pattern = cracks.crack_pattern(rng, factors["crack_style"], factors["crack_extent"], *subject.screen_size)
             box_mask = damage.draw_cracks(
                 image, pattern, drawn.homography, drawn.box, drawn.mask,
@@ -139,28 +149,55 @@ def _compose(rng: np.random.Generator, factors: dict[str, Any], size: tuple[int,
             crack_mask = np.zeros((h, w), bool)
             x0, y0, x1, y1 = drawn.box
             crack_mask[y0:y1, x0:x1] = box_mask
+            if intact is not None:
+                devices.finish_device(intact, camera, subject)
         devices.finish_device(image, camera, subject)
     elif subject is not None:
         subject.draw(image, camera, rng)
-    occluder = factors["occluder"]
-    hidden = None
-    if occluder == "finger":
-        hidden = occluders.draw_finger(image, rng, _finger_target(rng, outline, size), factors["skin_tone"])
-    elif occluder == "sticker" and drawn is not None:
-        hidden = occluders.draw_sticker(image, rng, drawn.homography, subject.screen_size)
+    state = rng.bit_generator.state  # the twin replays the same occluder and camera effects
+    image, hidden = _occlude(rng, image, factors, outline, drawn, subject, size)
     if crack_mask is not None:
         if hidden is not None:
             crack_mask &= np.asarray(hidden) == 0
         if crack_mask.sum() < 25 * max(size) / 512:
             return None
-    image = scene.develop(image, rng, factors)
+    photo = _photo(scene.develop(image, rng, factors), factors, crack_mask, screen_box)
+    if intact is None:
+        return photo, None
+    rng.bit_generator.state = state
+    intact, _ = _occlude(rng, intact, factors, outline, drawn, subject, size)
+    intact_factors = {k: v for k, v in factors.items() if k not in CRACK_FACTORS} | {"label": RETURNS, "twin": True}
+    return photo, _photo(scene.develop(intact, rng, factors), intact_factors, None, screen_box)
+
+
+def _occlude(
+    rng: np.random.Generator,
+    image: Any,
+    factors: dict[str, Any],
+    outline: np.ndarray | None,
+    drawn: Any,
+    subject: Any,
+    size: tuple[int, int],
+) -> tuple[Any, Any]:
+    """Draw the photo's occluder, if any; returns the image and the occluder's mask (None without one)."""
+    occluder = factors["occluder"]
+    if occluder == "finger":
+        return image, occluders.draw_finger(image, rng, _finger_target(rng, outline, size), factors["skin_tone"])
+    if occluder == "sticker" and drawn is not None:
+        return image, occluders.draw_sticker(image, rng, drawn.homography, subject.screen_size)
+    return image, None
+
+
+def _photo(
+    image: Any, factors: dict[str, Any], crack_mask: np.ndarray | None, screen_box: tuple[int, int, int, int] | None
+) -> SynthPhoto:
     out = dict(factors)
     if crack_mask is not None and screen_box is not None:
         ys, xs = np.nonzero(crack_mask)
         area = (screen_box[2] - screen_box[0]) * (screen_box[3] - screen_box[1])
         out["crack_cover"] = round(float((np.ptp(xs) + 1) * (np.ptp(ys) + 1) / max(area, 1)), 4)
     return SynthPhoto(
-        image=image, label=label, crack_mask=crack_mask, screen_box=screen_box, factors=out,
+        image=image, label=out["label"], crack_mask=crack_mask, screen_box=screen_box, factors=out,
         exif_orientation=int(factors["exif_orientation"]), jpeg_quality=int(factors["jpeg_quality"]),
     )  # fmt: skip
 
@@ -178,23 +215,42 @@ def _check_args(seed: int, label: str, split: str, size: tuple[int, int] | None)
         raise ValueError(f"size must be (width, height) with sides in [{MIN_SIDE}, {MAX_SIDE}], got {size!r}")
 
 
-def render_photo(seed: int, label: str, *, split: str = "train", size: tuple[int, int] | None = None) -> SynthPhoto:
-    """Render the synthetic ticket photo for ``seed``/``label``/``split`` (same arguments, same pixels).
-
-    ``size`` is (width, height); by default a phone-like aspect with the long side in 448..640 px is drawn.
-    """
+def _render(
+    seed: int, label: str, split: str, size: tuple[int, int] | None, twin: bool
+) -> tuple[SynthPhoto, SynthPhoto | None]:
     _check_args(seed, label, split, size)
     factors = draw_factors(factor_rng(seed, label, split), label, split)
     if size is not None:
         factors["width"], factors["height"] = int(size[0]), int(size[1])
     dims = (factors["width"], factors["height"])
     for attempt in range(MAX_ATTEMPTS):
-        photo = _compose(render_rng(seed, label, split, attempt), factors, dims)
-        if photo is not None:
-            return photo
+        photos = _compose(render_rng(seed, label, split, attempt), factors, dims, twin)
+        if photos is not None:
+            return photos
     factors["occluder"] = "none"
     for attempt in range(MAX_ATTEMPTS, 4 * MAX_ATTEMPTS):
-        photo = _compose(render_rng(seed, label, split, attempt), factors, dims)
-        if photo is not None:
-            return photo
+        photos = _compose(render_rng(seed, label, split, attempt), factors, dims, twin)
+        if photos is not None:
+            return photos
     raise RuntimeError(f"could not lay out a usable photo for seed={seed} label={label} split={split}")
+
+
+def render_photo(seed: int, label: str, *, split: str = "train", size: tuple[int, int] | None = None) -> SynthPhoto:
+    """Render the synthetic ticket photo for ``seed``/``label``/``split`` (same arguments, same pixels).
+
+    ``size`` is (width, height); by default a phone-like aspect with the long side in 448..640 px is drawn.
+    """
+    return _render(seed, label, split, size, twin=False)[0]
+
+
+def render_twins(
+    seed: int, *, split: str = "train", size: tuple[int, int] | None = None
+) -> tuple[SynthPhoto, SynthPhoto]:
+    """The ``screen_damage`` photo of ``render_photo(seed, "screen_damage", ...)`` and its intact twin, a
+    ``general_returns`` photo of the same device, screen, scene, occluder, light, blur and noise, without the
+    fracture: a pair that differs only in the crack (the twin's factors carry ``"twin": True``).
+    """
+    damaged, intact = _render(seed, DAMAGE, split, size, twin=True)
+    if intact is None:  # cannot happen: every screen_damage photo shows a device
+        raise RuntimeError(f"no intact twin for seed={seed} split={split}")
+    return damaged, intact

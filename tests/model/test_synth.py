@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 from model.synth import CLASSES, HELD_OUT, SPLITS, SynthPhoto, render_photo, sample_factors, write_imagefolder
 from model.synth.factors import ASPECTS, DEFAULT_LONG_SIDE
@@ -236,3 +236,26 @@ def test_every_held_out_value_renders() -> None:
                 assert photo.factors["held_out"] == f["held_out"]
                 wanted -= hits
     assert not wanted
+
+
+@pytest.mark.parametrize("seed", [3, 11, 42])
+def test_intact_twin_differs_from_its_damaged_photo_only_around_the_crack(seed: int) -> None:
+    from model.synth.render import render_twins
+
+    damaged, intact = render_twins(seed, split="train")
+    alone = render_photo(seed, "screen_damage", split="train")
+    assert np.array_equal(np.asarray(damaged.image), np.asarray(alone.image))  # a twin does not change its photo
+    assert intact.label == "general_returns" and intact.crack_mask is None and intact.factors["twin"] is True
+    assert not {"crack_style", "crack_width", "crack_extent", "crack_tone"} & set(intact.factors)
+    assert intact.screen_box == damaged.screen_box and intact.image.size == damaged.image.size
+    changed = np.abs(np.asarray(damaged.image, np.int16) - np.asarray(intact.image, np.int16)).max(-1) > 12
+    assert changed.any()
+    near_crack = np.asarray(
+        Image.fromarray(damaged.crack_mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(9))
+    ).astype(bool)
+    x0, y0, x1, y1 = damaged.screen_box
+    on_screen = np.zeros_like(near_crack)
+    on_screen[y0:y1, x0:x1] = True
+    # what the twin lacks is the fracture (and an LCD bleed from it, on the screen), nothing off the screen
+    assert not (changed & ~near_crack & ~on_screen).any()
+    assert (changed & near_crack).sum() >= 0.5 * damaged.crack_mask.sum()

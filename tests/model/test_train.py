@@ -14,7 +14,8 @@ from PIL import Image
 
 from model.card import CARD_NAME, CHECKPOINT_NAME, ONNX_NAME, sha256_file
 from model.config import CLASSES, NetworkConfig, Preprocessing
-from model.data import image_folder, split_seeds, stratified_split
+from model.data import image_folder, split_seeds, stratified_split, synthetic_split
+from model.preprocess import prepare
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +186,30 @@ def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: py
     )
     assert cam["cam"]["pool"] == "max"
     assert cam["cam"]["sum_plus_bias"] == pytest.approx(cam["cam"]["logit"], abs=1e-4)
+
+
+def test_twin_pairs_spread_a_share_of_pairs_evenly() -> None:
+    from model.data import twin_pairs
+
+    assert not twin_pairs(10, 0.0).any() and twin_pairs(10, 1.0).all()
+    assert twin_pairs(1000, 0.3).sum() == 150 and len(twin_pairs(7, 0.5)) == 3
+    with pytest.raises(ValueError, match="twins must be a share"):
+        twin_pairs(10, 1.5)
+
+
+def test_a_split_with_twins_pairs_each_twin_with_the_damaged_photo_before_it() -> None:
+    from model.config import Preprocessing
+    from model.synth.render import render_twins
+
+    spec = Preprocessing()
+    plain = synthetic_split("train", 6, spec, seed=5)
+    twinned = synthetic_split("train", 6, spec, seed=5, twins=0.5)
+    assert list(twinned.labels) == list(plain.labels) == [0, 1, 0, 1, 0, 1]
+    # pairs 0 and 2 keep their own photos; pair 1 is photo 2 and its intact twin in place of photo 3
+    for i in (0, 1, 2, 4, 5):
+        assert np.array_equal(twinned.pixels[i], plain.pixels[i])
+    seed = int(split_seeds("train", 6, 5)[2])
+    _, twin = render_twins(seed, split="train")
+    assert np.array_equal(twinned.pixels[3], prepare(twin.encode(), spec).pixels)
+    assert not np.array_equal(twinned.pixels[3], plain.pixels[3])
+    assert twinned.crack_cells[3].sum() == 0 and twinned.crack_cells[2].sum() > 0

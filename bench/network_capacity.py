@@ -1,0 +1,81 @@
+"""Deeper or wider networks against the shipped one: the same photos, seeds and short budget, only the stages differ.
+
+    .venv/bin/python bench/network_capacity.py [--networks shipped deeper wider_late] [--n-train 6000] [--epochs 4]
+
+The shipped model gets only about 95% of its own training photos right, so its stages may be too few or too narrow
+for telling text from cracks. Each network here is built from the same kind of stage (conv, batch-norm, ReLU,
+optional max-pool), trained by ``model.train.train`` with the shipped recipe (crack-location loss weight 1) and
+measured on the test split at its own decision, with its parameter count and multiply-adds per photo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.short_runs import print_short_runs, short_run
+from model.config import NetworkConfig, Stage
+
+NETWORKS: dict[str, tuple[Stage, ...]] = {
+    "shipped": NetworkConfig().stages,
+    # one more convolution at 32x32 and at 16x16, two more at 8x8
+    "deeper": (
+        Stage("stage1", 24, stride=2),
+        Stage("stage2", 48),
+        Stage("stage3", 64, pool=0),
+        Stage("stage4", 64),
+        Stage("stage5", 96, pool=0),
+        Stage("stage6", 96),
+        Stage("stage7", 128, pool=0),
+        Stage("stage8", 128, pool=0),
+    ),
+    # the shipped depth, wider where the grid is coarse
+    "wider_late": (
+        Stage("stage1", 24, stride=2),
+        Stage("stage2", 48),
+        Stage("stage3", 96),
+        Stage("stage4", 160),
+        Stage("stage5", 224, pool=0),
+        Stage("stage6", 224, pool=0),
+    ),
+}
+
+
+def multiply_adds(config: NetworkConfig) -> int:
+    """Convolution multiply-adds for one photo at the config's input size."""
+    size, channels, total = config.preprocessing.size, config.in_channels, 0
+    for s in config.stages:
+        size = (size + 2 * s.padding - s.dilation * (s.kernel - 1) - 1) // s.stride + 1
+        total += size * size * s.channels * channels * s.kernel * s.kernel
+        channels = s.channels
+        size = size // s.pool if s.pool else size
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS))
+    parser.add_argument("--n-train", type=int, default=6000)
+    parser.add_argument("--n-val", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--crack-weight", type=float, default=1.0)
+    args = parser.parse_args()
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.networks:
+            config = NetworkConfig(stages=NETWORKS[name])
+            row = short_run(config, args, Path(tmp) / name, Path(tmp) / "cache")
+            label = f"{name} ({len(config.stages)} convs, {multiply_adds(config) / 1e6:.0f}M MACs)"
+            rows[label] = row
+            print(label, row, flush=True)
+    print(f"\n{args.n_train} training photos x {args.epochs} epochs per network; test split of {args.n_test} photos\n")
+    print_short_runs("network", rows)
+
+
+if __name__ == "__main__":
+    main()
