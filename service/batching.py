@@ -6,8 +6,12 @@ service kept about 0.1 core busy per worker plus the manager's share (0.44 of 2 
 from decoding photos under load. ``PatientBatchedLoop`` keeps LitServe's loop and hooks and changes only the
 collection: block until a first request arrives (up to ``IDLE_WAIT_S``, then hand back an empty batch so the loop
 goes round), then take more until ``batch_timeout`` has passed since that first one, and whatever is already queued
-after that, up to ``max_batch_size``. Each request taken is announced to its HTTP process (LitServe's ``START``,
-which the supervisor's in-place worker restarts rely on) and checked against the request timeout, as LitServe does.
+after that, up to ``max_batch_size``. Each request taken is checked against the request timeout, as LitServe does.
+
+Where LitServe would announce each request taken to its HTTP process (its ``START`` message, one more round trip
+through the queue manager per request), the batch is written to the worker's file of held requests
+(``service.held_requests``) when the supervisor has given the API a directory for them (``held_dir``): that is
+how the requests of a worker that dies are answered at once.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import litserve as ls
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.loops.simple_loops import BatchedLoop
 from litserve.transport.base import MessageTransport
-from litserve.utils import LitAPIStatus, LoopResponseType
+
+from service.held_requests import HeldRequests
 
 IDLE_WAIT_S = 0.5
 
@@ -28,6 +33,10 @@ Taken = tuple[str, str, Any]  # (response queue id, request uid, payload)
 
 
 class PatientBatchedLoop(BatchedLoop):
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: HeldRequests | None = None
+
     def get_batch_requests(
         self, lit_api: ls.LitAPI, request_queue: Queue, transport: MessageTransport
     ) -> tuple[list[Taken], list[tuple[str, str]]]:
@@ -40,7 +49,7 @@ class PatientBatchedLoop(BatchedLoop):
             return payloads, timed_out
         closes = time.monotonic() + lit_api.batch_timeout
         while True:
-            self._take(item, lit_api, transport, payloads, timed_out)
+            self._take(item, lit_api, payloads, timed_out)
             if len(payloads) + len(timed_out) >= lit_api.max_batch_size:
                 break
             remaining = closes - time.monotonic()
@@ -48,27 +57,27 @@ class PatientBatchedLoop(BatchedLoop):
                 item = request_queue.get(timeout=remaining) if remaining > 0 else request_queue.get_nowait()
             except Empty:
                 break
+        self._hold(lit_api, payloads)
         return payloads, timed_out
+
+    def _hold(self, lit_api: ls.LitAPI, payloads: list[Taken]) -> None:
+        directory = getattr(lit_api, "held_dir", None)
+        if directory is None or not payloads:
+            return
+        if self._held is None:
+            self._held = HeldRequests(directory)
+        self._held.hold((consumer, uid) for consumer, uid, _ in payloads)
 
     def _take(
         self,
         item: Any,
         lit_api: ls.LitAPI,
-        transport: MessageTransport,
         payloads: list[Taken],
         timed_out: list[tuple[str, str]],
     ) -> None:
         if item == _SENTINEL_VALUE:
             raise _StopLoopError()
         response_queue_id, uid, queued_at, payload = item
-        self.put_response(
-            transport=transport,
-            response_queue_id=response_queue_id,
-            uid=uid,
-            response_data=(),
-            status=LitAPIStatus.START,
-            response_type=LoopResponseType.STREAMING if lit_api.stream else LoopResponseType.REGULAR,
-        )
         limit = lit_api.request_timeout
         if limit not in (-1, False) and time.monotonic() - queued_at > limit:
             timed_out.append((response_queue_id, uid))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 
 import litserve as ls
 from fastapi import FastAPI
@@ -36,7 +37,7 @@ class EngineAPI(ls.LitAPI):
         engine_device: str | None = None,
         gpus: tuple[str, ...] = (),
     ) -> None:
-        loop = PatientBatchedLoop() if max_batch_size > 1 else "auto"
+        loop = PatientBatchedLoop()  # for a batch size of 1 as well: it records the requests a worker holds
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path, loop=loop)
         self.settings = settings
         self.engine_device = engine_device or settings.device
@@ -44,6 +45,8 @@ class EngineAPI(ls.LitAPI):
         # Set by the supervisor: workers then ignore SIGTERM/SIGINT sent to the whole process group and are
         # stopped by it once the HTTP servers have answered every request in flight.
         self.supervised = False
+        # Set by the supervisor when dead workers are restarted: where workers record the requests they hold.
+        self.held_dir: Path | None = None
         self._engine: TriageEngine | None = None
 
     @property

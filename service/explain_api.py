@@ -131,7 +131,7 @@ class ExplainAPI(EngineAPI):
         return list(inputs)
 
     def predict(self, x: DecodedPhoto | list[DecodedPhoto]) -> Explained | list[Explained]:
-        if isinstance(x, DecodedPhoto):  # max_batch_size == 1: LitServe passes one request, unbatched
+        if isinstance(x, DecodedPhoto):  # one request, unbatched (a direct call; LitServe's single-request loop)
             return self._explain([x])[0]
         return self._explain(x)
 

@@ -103,7 +103,7 @@ class RouteAPI(EngineAPI):
         return list(inputs)
 
     def predict(self, x: DecodedTicket | list[DecodedTicket]) -> RoutedTicket | list[RoutedTicket]:
-        if isinstance(x, DecodedTicket):  # max_batch_size == 1: LitServe passes one request, unbatched
+        if isinstance(x, DecodedTicket):  # one request, unbatched (a direct call; LitServe's single-request loop)
             return self._route([x])[0]
         return self._route(x)
 

@@ -12,8 +12,8 @@ the main process owns the lifecycle:
 * a dead inference worker (killed, out of memory, a crash in native code) is restarted in place, the way LitServe's
   own ``restart_workers`` monitor does it (``launch_single_inference_worker``: same endpoint, same worker id, same
   request queue; the HTTP processes and the port stay up). The requests it had taken are answered 503 at once
-  (``service.worker_loss``), requests still queued wait for the new worker, ``/health`` answers 503 until it has
-  loaded and warmed up the model, and ``triage_worker_restarts_total`` counts the restart;
+  (``service.held_requests``, ``service.worker_loss``), requests still queued wait for the new worker, ``/health``
+  answers 503 until it has loaded and warmed up the model, and ``triage_worker_restarts_total`` counts the restart;
 * stop (at most ``drain_timeout`` + about 2 s in all, under 10 s): SIGTERM the HTTP servers, which stop
   accepting connections and finish the requests in flight (the workers and the queue manager are still up to
   answer them); then ask each inference worker to leave its loop (LitServe's stop sentinel), kill any that do not
@@ -26,14 +26,15 @@ runs the handler below.
 Why not LitServe's monitor as it is: it is started by ``LitServer.run`` (which this module replaces), and it fails
 the dead worker's requests in the main process's response buffer, which is empty when the HTTP servers are
 processes of their own (each has its copy); it also matches them by worker id alone, which every endpoint's first
-worker shares. So the supervisor restarts the worker itself and tells each HTTP process which endpoint's worker
-died, through the response queue the HTTP process already reads (``service.worker_loss``).
+worker shares. So the supervisor restarts the worker itself and tells each HTTP process which of its requests the
+dead worker held, through the response queue the HTTP process already reads (``service.worker_loss``).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import shutil
 import signal
 import socket
 import threading
@@ -41,6 +42,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import litserve as ls
@@ -49,10 +51,11 @@ from litserve.loops.base import _SENTINEL_VALUE as STOP_WORKER
 from litserve.utils import WorkerSetupStatus
 
 from service.engine_api import EngineAPI
+from service.held_requests import make_held_dir, take_held
 from service.metrics import live_models, metrics
 from service.photo_handoff import sweep
 from service.settings import Settings
-from service.worker_loss import announce_lost_worker, track_endpoints
+from service.worker_loss import announce_lost_requests, install_in_flight
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +101,11 @@ def _exit_reason(proc: mp.Process) -> str:
     return f"exit status {code}"
 
 
-def _restart(server: ls.LitServer, slot: _Slot, n_http: int) -> mp.Process:
-    """Tell every HTTP process that ``slot``'s worker is gone, then start a new one in its place."""
-    # Announced before the new worker starts, so the notice precedes every START message of the new worker.
-    announce_lost_worker(server, slot.api.api_path, slot.worker_id, n_http)
+def _restart(server: ls.LitServer, slot: _Slot, dead: mp.Process) -> mp.Process:
+    """Answer the requests the ``dead`` worker held with 503, then start a new worker in its place."""
+    held_dir = getattr(slot.api, "held_dir", None)
+    if held_dir is not None and dead.pid is not None:
+        announce_lost_requests(server, take_held(held_dir, dead.pid))
     return server.launch_single_inference_worker(slot.api, slot.worker_id)
 
 
@@ -152,7 +156,7 @@ def _watch(
                 )
                 return 1
             try:
-                workers[index] = _restart(server, slot, len(http))
+                workers[index] = _restart(server, slot, proc)
             except (EOFError, OSError) as exc:
                 log.error(
                     "cannot restart inference worker %d of %s (%s); stopping", slot.worker_id, slot.api.api_path, exc
@@ -247,9 +251,13 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         if isinstance(api, EngineAPI):
             api.supervised = True
     server.uvicorn_graceful_timeout = settings.drain_timeout
+    held_dir: Path | None = None
     if settings.worker_restarts > 0:
-        server.restart_workers = True  # workers then say which of them took each request (LitServe's START)
-        track_endpoints(server)
+        held_dir = make_held_dir()  # where each worker records the requests it holds, for when it dies
+        install_in_flight(server)
+        for api in server.litapi_connector:
+            if isinstance(api, EngineAPI):
+                api.held_dir = held_dir
     sockets: list[socket.socket] = []
     workers: list[mp.Process] = []
     slots: list[_Slot] = []
@@ -287,6 +295,8 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
             manager.shutdown()
         for sock in sockets:
             sock.close()  # already closed unless starting the HTTP processes failed
+        if held_dir is not None:
+            shutil.rmtree(held_dir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("stopped")

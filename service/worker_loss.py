@@ -1,18 +1,19 @@
 """How an HTTP process learns that the inference worker holding some of its requests died.
 
-An inference worker tells the HTTP process which worker took a request (LitServe's START message, sent when
-``restart_workers`` is on), but worker ids restart at 0 for every endpoint, and LitServe's own monitor fails a dead
-worker's requests in the main process's response buffer, which is empty when the HTTP servers are processes of
-their own. So each HTTP process keeps its response buffer as an ``_InFlight``, which also records each request's
-endpoint (``track_endpoints``, installed before the HTTP processes fork), and the supervisor announces a death on
-every HTTP process's response queue (``announce_lost_worker``); the buffer answers that worker's requests 503.
+Each inference worker records the requests it has taken (``service.held_requests``). When one dies, the supervisor
+reads its record and sends each HTTP process that had requests there a notice on the response queue that process
+already reads (``announce_lost_requests``). LitServe's reader of that queue looks every uid up in the process's
+response buffer with ``get``; the buffer is an ``_InFlight`` (``install_in_flight``, before the HTTP processes
+fork), which answers the notice's requests 503 and returns None, so the reader skips the notice.
+
+(LitServe's own monitor fails a dead worker's requests in the main process's response buffer, which is empty when
+the HTTP servers are processes of their own, and matches them by worker id alone, which the first worker of every
+endpoint shares.)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any
 
 import litserve as ls
@@ -21,51 +22,29 @@ from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem
 
 log = logging.getLogger(__name__)
 
-# A message on an HTTP process's response queue whose uid starts with this says "the inference worker
-# <worker id> of <api path> died": ``_WORKER_LOST + f"{api_path}#{worker_id}"``.
+# A message on an HTTP process's response queue whose uid starts with this says "the requests <uid>,<uid>,... were
+# held by an inference worker that died".
 _WORKER_LOST = "triage-worker-lost:"
 WORKER_LOST_DETAIL = "the inference worker handling this request stopped unexpectedly and is being restarted; retry"
 
-# The endpoint a request is being submitted to, set by ``track_endpoints``'s request-queue lookup, which LitServe
-# makes in the same task just before it puts the request in the response buffer.
-_submitting_to: ContextVar[str | None] = ContextVar("triage_submitting_to", default=None)
-
 
 class _InFlight(dict[str, ResponseBufferItem]):
-    """LitServe's response buffer of one HTTP process, which also knows each request's endpoint.
-
-    An inference worker tells the HTTP process which worker took a request (LitServe's START message, sent when
-    ``restart_workers`` is on, sets ``ResponseBufferItem.worker_id``), but worker ids restart at 0 for every
-    endpoint. The supervisor's ``_WORKER_LOST`` notice arrives through LitServe's reader of the response queue,
-    which looks every uid up with ``get``: here that answers the lost requests of that endpoint's worker with a 503
-    and returns None, so the reader skips the notice.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.endpoint_of: dict[str, str | None] = {}
-
-    def __setitem__(self, uid: str, item: ResponseBufferItem) -> None:
-        self.endpoint_of[uid] = _submitting_to.get()
-        super().__setitem__(uid, item)
-
-    def pop(self, uid: str, *default: Any) -> Any:
-        self.endpoint_of.pop(uid, None)
-        return super().pop(uid, *default)
+    """LitServe's response buffer of one HTTP process, which also understands the supervisor's lost-requests
+    notices."""
 
     def get(self, uid: str, default: Any = None) -> Any:
         if isinstance(uid, str) and uid.startswith(_WORKER_LOST):
-            api_path, _, worker_id = uid.removeprefix(_WORKER_LOST).rpartition("#")
-            self.fail_lost(api_path, int(worker_id))
+            self.fail_lost(uid.removeprefix(_WORKER_LOST).split(","))
             return None
         return super().get(uid, default)
 
-    def fail_lost(self, api_path: str, worker_id: int) -> int:
-        """Answer every request the dead worker had taken with a 503; returns how many."""
+    def fail_lost(self, uids: list[str]) -> int:
+        """Answer each of ``uids`` still waiting for its answer with a 503; returns how many."""
         failed = 0
-        for uid, item in list(self.items()):
-            if item.worker_id != worker_id or self.endpoint_of.get(uid) != api_path or item.event.is_set():
-                continue
+        for uid in uids:
+            item = super().get(uid)
+            if item is None or item.event.is_set():
+                continue  # answered before the worker died, or not this process's request
             error = HTTPException(503, WORKER_LOST_DETAIL)
             item.response = (error, LitAPIStatus.ERROR)
             if item.response_queue is not None:
@@ -73,27 +52,19 @@ class _InFlight(dict[str, ResponseBufferItem]):
             item.event.set()
             failed += 1
         if failed:
-            log.warning("answered %d request(s) of a dead inference worker with 503", failed, extra={"api": api_path})
+            log.warning("answered %d request(s) of a dead inference worker with 503", failed)
         return failed
 
 
-def track_endpoints(server: ls.LitServer) -> None:
-    """Make the HTTP processes, forked after this, record the endpoint of each request they submit."""
+def install_in_flight(server: ls.LitServer) -> None:
+    """Give the HTTP processes, forked after this, a response buffer that understands lost-requests notices."""
     server.response_buffer = _InFlight()
-    lookup: Callable[[str], Any] = server._get_request_queue
-
-    def request_queue(api_path: str) -> Any:
-        _submitting_to.set(api_path)
-        return lookup(api_path)
-
-    server._get_request_queue = request_queue  # type: ignore[method-assign]
 
 
-def announce_lost_worker(server: ls.LitServer, api_path: str, worker_id: int, n_http: int) -> None:
-    """Tell each of the ``n_http`` HTTP processes that inference worker ``worker_id`` of ``api_path`` died."""
-    notice = (
-        f"{_WORKER_LOST}{api_path}#{worker_id}",
-        (None, LitAPIStatus.ERROR, LoopResponseType.REGULAR, worker_id),
-    )
-    for consumer_id in range(n_http):
+def announce_lost_requests(server: ls.LitServer, held: dict[int, list[str]]) -> int:
+    """Tell each HTTP process (by its response queue id) which of its requests a dead worker held; returns how
+    many requests were named."""
+    for consumer_id, uids in held.items():
+        notice = (f"{_WORKER_LOST}{','.join(uids)}", (None, LitAPIStatus.ERROR, LoopResponseType.REGULAR, None))
         server._transport.send(notice, consumer_id)
+    return sum(len(uids) for uids in held.values())

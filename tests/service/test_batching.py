@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 from queue import Queue
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
-from litserve.utils import LitAPIStatus
 
 from service import batching
 from service.batching import PatientBatchedLoop
+from service.held_requests import read_held
 
 
 class RecordingTransport:
@@ -24,9 +26,15 @@ class RecordingTransport:
         self.sent.append((item, consumer_id))
 
 
-def api(max_batch_size: int = 4, batch_timeout: float = 0.05, request_timeout: float = 30.0) -> SimpleNamespace:
+def api(
+    max_batch_size: int = 4, batch_timeout: float = 0.05, request_timeout: float = 30.0, held_dir: Path | None = None
+) -> SimpleNamespace:
     return SimpleNamespace(
-        max_batch_size=max_batch_size, batch_timeout=batch_timeout, request_timeout=request_timeout, stream=False
+        max_batch_size=max_batch_size,
+        batch_timeout=batch_timeout,
+        request_timeout=request_timeout,
+        stream=False,
+        held_dir=held_dir,
     )
 
 
@@ -37,7 +45,7 @@ def request(uid: str, queued_at: float | None = None, consumer: int = 0) -> tupl
 @pytest.fixture
 def loop() -> PatientBatchedLoop:
     patient = PatientBatchedLoop()
-    patient._restart_workers = True  # so that START announcements reach the transport, as under the supervisor
+    patient._restart_workers = True  # as under the supervisor: LitServe's loops would then send START messages
     return patient
 
 
@@ -52,20 +60,32 @@ def test_an_idle_queue_gives_an_empty_batch_after_the_idle_wait(
     assert waited >= 0.04
 
 
-def test_queued_requests_are_taken_up_to_the_batch_size_in_order_and_each_is_announced(
-    loop: PatientBatchedLoop,
+def test_queued_requests_are_taken_up_to_the_batch_size_in_order_and_recorded_as_held(
+    loop: PatientBatchedLoop, tmp_path: Path
 ) -> None:
     queue: Queue = Queue()
     for i in range(6):
         queue.put(request(f"r{i}", consumer=i % 2))
     transport = RecordingTransport()
-    payloads, timed_out = loop.get_batch_requests(api(max_batch_size=4), queue, transport)
+    payloads, timed_out = loop.get_batch_requests(api(max_batch_size=4, held_dir=tmp_path), queue, transport)
     assert [uid for _, uid, _ in payloads] == ["r0", "r1", "r2", "r3"]
     assert [payload for _, _, payload in payloads] == [f"payload-r{i}" for i in range(4)]
     assert timed_out == []
     assert queue.qsize() == 2
-    announced = [(item[0], item[1][1], consumer) for item, consumer in transport.sent]
-    assert announced == [(f"r{i}", LitAPIStatus.START, i % 2) for i in range(4)]
+    assert transport.sent == []  # no START message through the queue manager per request
+    assert read_held(tmp_path, os.getpid()) == {0: ["r0", "r2"], 1: ["r1", "r3"]}
+
+    # the next, smaller batch replaces the record
+    payloads, _ = loop.get_batch_requests(api(max_batch_size=4, held_dir=tmp_path), queue, transport)
+    assert [uid for _, uid, _ in payloads] == ["r4", "r5"]
+    assert read_held(tmp_path, os.getpid()) == {0: ["r4"], 1: ["r5"]}
+
+
+def test_without_a_held_dir_nothing_is_recorded(loop: PatientBatchedLoop, tmp_path: Path) -> None:
+    queue: Queue = Queue()
+    queue.put(request("r0"))
+    payloads, _ = loop.get_batch_requests(api(), queue, RecordingTransport())
+    assert len(payloads) == 1 and list(tmp_path.iterdir()) == []
 
 
 def queue_with_one_more_after(delay: float) -> Queue:

@@ -326,6 +326,7 @@ def test_a_killed_inference_worker_is_restarted_in_place(random_model_dir: Path,
     request timeout, the service stays up and routes again; a second death within the restart window is one more
     than TRIAGE_WORKER_RESTARTS=1 allows, and the service exits 1 leaving no process behind."""
     timeout = 60.0
+    held_dirs = set(Path("/dev/shm").glob("triage-held-*"))
     served = start(
         random_model_dir / "triage.onnx",
         tmp_path / "serve.log",
@@ -377,6 +378,7 @@ def test_a_killed_inference_worker_is_restarted_in_place(random_model_dir: Path,
             time.sleep(0.1)
         assert live_group_members(pgid) == []
         assert "more than 1 worker restarts" in served.output()
+        assert set(Path("/dev/shm").glob("triage-held-*")) == held_dirs  # the workers' records went with it
     finally:
         if served.proc.poll() is None:
             os.killpg(pgid, signal.SIGKILL)
