@@ -111,6 +111,7 @@ def _restart(server: ls.LitServer, slot: _Slot, dead: mp.Process) -> mp.Process:
 
 def _watch(
     server: ls.LitServer,
+    manager: mp.process.BaseProcess,
     workers: list[mp.Process],
     slots: Sequence[_Slot],
     http: Sequence[mp.Process],
@@ -121,12 +122,19 @@ def _watch(
     ready = False
     budget = _RestartBudget(settings.worker_restarts, settings.worker_restart_window)
     restarting: dict[int, float] = {}  # worker index -> when its death was noticed
+    statuses: dict[str, str] = {}
     while not stop.wait(_POLL_S):
         restarted_now: set[int] = set()
-        try:
-            statuses = dict(server.workers_setup_status)
-        except (EOFError, OSError) as exc:
-            log.error("lost the queue manager (%s); stopping", exc)
+        # The workers' setup status lives in the queue manager: reading it costs a round trip per worker, so it is
+        # read only while some worker is loading the model (at start and after a restart).
+        if not ready or restarting:
+            try:
+                statuses = dict(server.workers_setup_status)
+            except (EOFError, OSError) as exc:
+                log.error("lost the queue manager (%s); stopping", exc)
+                return 1
+        elif not manager.is_alive():
+            log.error("lost the queue manager (its process exited); stopping")
             return 1
         if WorkerSetupStatus.ERROR in statuses.values():
             log.error("an inference worker could not load the model (see its error above); stopping")
@@ -286,7 +294,7 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         for api in server.litapi_connector:
             metrics().worker_restarts.labels(endpoint=api.api_path)  # exported as 0 until a restart
         log.info("listening on %s:%d", settings.host, settings.port, extra={"http_processes": len(http)})
-        return _watch(server, workers, slots, http, stop, settings)
+        return _watch(server, manager._process, workers, slots, http, stop, settings)
     finally:
         if manager is not None:
             _stop(server, workers, http, settings.drain_timeout)

@@ -383,3 +383,28 @@ def test_a_killed_inference_worker_is_restarted_in_place(random_model_dir: Path,
         if served.proc.poll() is None:
             os.killpg(pgid, signal.SIGKILL)
             served.proc.wait()
+
+
+def test_losing_the_queue_manager_stops_the_service(random_model_dir: Path, tmp_path: Path) -> None:
+    """Once every worker is ready the supervisor no longer asks the queue manager for their status; it still
+    notices the manager's death and stops, exit status 1, leaving no process behind."""
+    from bench.soak import process_roles
+
+    served = start(random_model_dir / "triage.onnx", tmp_path / "serve.log")
+    pgid = served.proc.pid
+    try:
+        assert httpx.get(served.url + "/health", timeout=5).status_code == 200
+        roles = process_roles(pgid, int(served.url.rsplit(":", 1)[1]))
+        managers = [pid for pid, role in roles.items() if role == "queue manager"]
+        assert len(managers) == 1, roles
+        os.kill(managers[0], signal.SIGKILL)
+        assert served.proc.wait(timeout=30) == 1, served.output()
+        assert "lost the queue manager" in served.output()
+        deadline = time.monotonic() + 20
+        while live_group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert live_group_members(pgid) == []
+    finally:
+        if served.proc.poll() is None:
+            os.killpg(pgid, signal.SIGKILL)
+            served.proc.wait()
