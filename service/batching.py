@@ -76,6 +76,8 @@ class PatientBatchedLoop(BatchedLoop):
         timed_out: list[tuple[str, str]],
     ) -> None:
         if item == _SENTINEL_VALUE:
+            if self._held is not None:
+                self._held.close()  # a worker asked to stop leaves no record behind
             raise _StopLoopError()
         response_queue_id, uid, queued_at, payload = item
         limit = lit_api.request_timeout

@@ -261,11 +261,18 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
     server.uvicorn_graceful_timeout = settings.drain_timeout
     held_dir: Path | None = None
     if settings.worker_restarts > 0:
-        held_dir = make_held_dir()  # where each worker records the requests it holds, for when it dies
+        try:
+            held_dir = make_held_dir()  # where each worker records the requests it holds, for when it dies
+        except OSError as exc:
+            log.warning(
+                "no writable directory for the workers' records of held requests (%s): the requests of a worker "
+                "that dies are answered when they time out",
+                exc,
+            )
         install_in_flight(server)
         for api in server.litapi_connector:
             if isinstance(api, EngineAPI):
-                api.held_dir = held_dir
+                api.held_dir = held_dir  # None: workers keep no record
     sockets: list[socket.socket] = []
     workers: list[mp.Process] = []
     slots: list[_Slot] = []

@@ -129,3 +129,14 @@ def test_the_stop_sentinel_ends_the_loop(loop: PatientBatchedLoop) -> None:
     queue.put(_SENTINEL_VALUE)
     with pytest.raises(_StopLoopError):
         loop.get_batch_requests(api(), queue, RecordingTransport())
+
+
+def test_the_stop_sentinel_removes_the_workers_record(loop: PatientBatchedLoop, tmp_path: Path) -> None:
+    queue: Queue = Queue()
+    queue.put(request("r0"))
+    loop.get_batch_requests(api(held_dir=tmp_path), queue, RecordingTransport())
+    assert read_held(tmp_path, os.getpid()) == {0: ["r0"]}
+    queue.put(_SENTINEL_VALUE)
+    with pytest.raises(_StopLoopError):
+        loop.get_batch_requests(api(held_dir=tmp_path), queue, RecordingTransport())
+    assert list(tmp_path.iterdir()) == []
