@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.short_runs import print_short_runs, short_run
+from bench.short_runs import print_short_runs, short_budget_parser, short_run
 from model.config import GLOBAL_POOLS, NetworkConfig
 
 
@@ -28,13 +28,8 @@ def measure(pool: str, args: argparse.Namespace, work: Path) -> dict[str, float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = short_budget_parser(__doc__.split("\n")[0], crack_weight=0.0)
     parser.add_argument("--pools", nargs="+", choices=GLOBAL_POOLS, default=list(GLOBAL_POOLS))
-    parser.add_argument("--n-train", type=int, default=6000)
-    parser.add_argument("--n-val", type=int, default=1000)
-    parser.add_argument("--n-test", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--crack-weight", type=float, default=0.0, help="0: the recipe the published table used")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = {pool: measure(pool, args, Path(tmp)) for pool in args.pools}

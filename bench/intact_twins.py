@@ -20,18 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.short_runs import print_short_runs, short_run
+from bench.short_runs import print_short_runs, short_budget_parser, short_run
 from model.config import NetworkConfig
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = short_budget_parser(__doc__.split("\n")[0])
     parser.add_argument("--twins", type=float, nargs="+", default=[0.0, 0.5])
-    parser.add_argument("--n-train", type=int, default=6000)
-    parser.add_argument("--n-val", type=int, default=1000)
-    parser.add_argument("--n-test", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--crack-weight", type=float, default=1.0)
     args = parser.parse_args()
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,14 +10,13 @@ measured on the test split at its own decision, with its parameter count and mul
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.short_runs import print_short_runs, short_run
+from bench.short_runs import print_short_runs, short_budget_parser, short_run
 from model.config import NetworkConfig, Stage
 
 NETWORKS: dict[str, tuple[Stage, ...]] = {
@@ -57,13 +56,8 @@ def multiply_adds(config: NetworkConfig) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = short_budget_parser(__doc__.split("\n")[0])
     parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS))
-    parser.add_argument("--n-train", type=int, default=6000)
-    parser.add_argument("--n-val", type=int, default=1000)
-    parser.add_argument("--n-test", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--crack-weight", type=float, default=1.0)
     args = parser.parse_args()
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:

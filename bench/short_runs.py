@@ -20,6 +20,19 @@ from model.config import NetworkConfig
 TEXT_OR_APP = ("text", "ui_light", "ui_dark")
 
 
+def short_budget_parser(description: str, crack_weight: float | None = 1.0) -> argparse.ArgumentParser:
+    """The arguments every short-budget comparison takes: photos per split, epochs, and (unless the comparison is
+    over it, ``crack_weight=None``) the crack-location loss weight."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--n-train", type=int, default=6000)
+    parser.add_argument("--n-val", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=4)
+    if crack_weight is not None:
+        parser.add_argument("--crack-weight", type=float, default=crack_weight)
+    return parser
+
+
 def short_run(config: NetworkConfig, args: argparse.Namespace, out: Path, cache: Path) -> dict[str, float]:
     """Train ``config`` on ``args``' budget into ``out`` and measure it on the test split."""
     card, seconds, logits, labels = short_training(config, args, out, cache)
