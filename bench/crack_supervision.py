@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.short_runs import print_short_runs, short_budget_parser, short_run
-from model.config import NetworkConfig
+from model.config import SIX_STAGES, NetworkConfig
 
 
 def main() -> None:
@@ -30,7 +30,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for weight in args.weights:
             run = argparse.Namespace(**{**vars(args), "crack_weight": weight})
-            rows[f"{weight:g}"] = short_run(NetworkConfig(), run, Path(tmp) / f"w{weight:g}", Path(tmp) / "cache")
+            rows[f"{weight:g}"] = short_run(
+                NetworkConfig(stages=SIX_STAGES), run, Path(tmp) / f"w{weight:g}", Path(tmp) / "cache"
+            )
     print(f"\n{args.n_train} training photos x {args.epochs} epochs per weight; test split of {args.n_test} photos\n")
     print_short_runs("crack-location loss weight", rows)
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/global_pool.py [--pools max avg] [--n-train 6000] [--epochs 4]
 
-For each pool the default network (``NetworkConfig(global_pool=...)``) is trained by ``model.train.train`` on the
+For each pool the six-stage network (``model.config.SIX_STAGES``) is trained by ``model.train.train`` on the
 same generated photos, seeds and budget, then measured on the test split at its own decision (argmax): accuracy,
 recall of each class, and the share of intact screens showing text or an app (the generator's ``screen_content``
 of general_returns photos) called damaged, which is where the average pool went wrong most (``docs/BENCHMARKS.md``,
@@ -20,11 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.short_runs import print_short_runs, short_budget_parser, short_run
-from model.config import GLOBAL_POOLS, NetworkConfig
+from model.config import GLOBAL_POOLS, SIX_STAGES, NetworkConfig
 
 
 def measure(pool: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
-    return short_run(NetworkConfig(global_pool=pool), args, work / pool, work / "cache")
+    return short_run(NetworkConfig(stages=SIX_STAGES, global_pool=pool), args, work / pool, work / "cache")
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from export.onnx_export import export_onnx
 from export.pipeline import load_torch_model
 from model.card import CHECKPOINT_NAME
-from model.config import CLASSES, NetworkConfig, Preprocessing
+from model.config import CLASSES, SIX_STAGES, NetworkConfig, Preprocessing
 from model.data import split_seeds, synthetic_split
 from model.preprocess import decode_photo, letterbox, normalize
 from model.synth import render_photo, sample_factors
@@ -71,7 +71,7 @@ def short_training(
         n_shifted=args.n_val,
         cache=cache,
         crack_weight=args.crack_weight,
-        twins=getattr(args, "twins", 0.0),
+        twins=getattr(args, "twins", 0.0),  # the comparisons before twins existed ran without them
     )
     started = time.perf_counter()
     card = train(opts, config)
@@ -82,7 +82,7 @@ def short_training(
 
 
 def accuracy_by_width(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]:
-    config = NetworkConfig(preprocessing=Preprocessing(size=size))
+    config = NetworkConfig(stages=SIX_STAGES, preprocessing=Preprocessing(size=size))
     out = work / f"size{size}"
     _, seconds, logits, labels = short_training(config, args, out, work / "cache")
     score = logits[:, 0] - logits[:, 1]  # screen_damage against general_returns

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import model.data  # noqa: E402
 from bench.short_runs import print_short_runs, short_run  # noqa: E402
-from model.config import CLASSES, NetworkConfig, Preprocessing  # noqa: E402
+from model.config import CLASSES, SIX_STAGES, NetworkConfig, Preprocessing  # noqa: E402
 from model.crack_cells import CELL_PX  # noqa: E402
 from model.preprocess import prepare  # noqa: E402
 from model.synth import render_photo  # noqa: E402
@@ -31,9 +31,10 @@ from model.synth import render_photo  # noqa: E402
 MARGIN = 0.15  # of the screen box's width and height, on each side
 
 
-def render_cropped(job: tuple[int, int, str, Preprocessing]) -> tuple[np.ndarray, np.ndarray]:
-    """``model.data``'s renderer, with the photo cropped to its screen box (plus ``MARGIN``) when it has one."""
-    photo_seed, label, split, spec = job
+def render_cropped(job: tuple[int, int, str, Preprocessing, bool]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``model.data``'s renderer, with the photo cropped to its screen box (plus ``MARGIN``) when it has one (no
+    intact twins: the comparison trains without them)."""
+    photo_seed, label, split, spec, _twin = job
     photo = render_photo(photo_seed, CLASSES[label], split=split)
     if photo.screen_box is not None:
         x0, y0, x1, y1 = photo.screen_box
@@ -42,7 +43,7 @@ def render_cropped(job: tuple[int, int, str, Preprocessing]) -> tuple[np.ndarray
         box = (max(0, int(x0 - mx)), max(0, int(y0 - my)), min(width, int(x1 + mx)), min(height, int(y1 + my)))
         photo = replace(photo, image=photo.image.crop(box), crack_mask=None, screen_box=None)
     cells = spec.size // CELL_PX
-    return prepare(photo.encode(), spec).pixels, np.zeros((cells, cells), dtype=np.float32)
+    return [(prepare(photo.encode(), spec).pixels, np.zeros((cells, cells), dtype=np.float32))]
 
 
 def main() -> None:
@@ -60,10 +61,12 @@ def main() -> None:
     whole_photos = model.data._render_one
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows["whole photo"] = short_run(NetworkConfig(), run, work / "whole", work / "cache-whole")
+        rows["whole photo"] = short_run(NetworkConfig(stages=SIX_STAGES), run, work / "whole", work / "cache-whole")
         model.data._render_one = render_cropped
         try:
-            rows["cropped to the screen"] = short_run(NetworkConfig(), run, work / "crop", work / "cache-crop")
+            rows["cropped to the screen"] = short_run(
+                NetworkConfig(stages=SIX_STAGES), run, work / "crop", work / "cache-crop"
+            )
         finally:
             model.data._render_one = whole_photos
     print(f"\n{args.n_train} training photos x {args.epochs} epochs each, no crack-location loss; ", end="")

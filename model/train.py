@@ -51,7 +51,7 @@ class TrainOptions:
     precision: str = "auto"  # "auto": bf16 autocast where the device computes bf16 natively, else fp32
     device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU
     crack_weight: float = 1.0  # weight of the crack-location loss (model.crack_supervision); 0 turns it off
-    twins: float = 0.0  # share of synthetic general_returns training photos that are intact twins of damaged ones
+    twins: float = 0.5  # share of synthetic general_returns training photos that are intact twins of damaged ones
 
 
 DEFAULT_EPOCHS = 14

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--twins",
         type=float,
-        default=0.0,
+        default=0.5,
         help="share of generated general_returns training photos that are intact twins of the damaged photos",
     )
     p.set_defaults(handler=_train)

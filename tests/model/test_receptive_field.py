@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from model.config import NetworkConfig, Preprocessing, Stage
+from model.config import SIX_STAGES, NetworkConfig, Preprocessing, Stage
 from model.network import TriageNet
 from model.preprocess import letterbox_geometry, prepare
 from model.receptive_field import (
@@ -155,17 +155,25 @@ def test_recurrences_and_default_table() -> None:
     assert [(r.name, r.shape, r.size, r.jump, r.start) for r in rows] == [
         ("stage1", (24, 64, 64), 5, 4, 1.5),
         ("stage2", (48, 32, 32), 17, 8, 3.5),
-        ("stage3", (64, 16, 16), 41, 16, 7.5),
-        ("stage4", (96, 8, 8), 89, 32, 15.5),
-        ("stage5", (128, 8, 8), 153, 32, 15.5),
-        ("stage6", (128, 8, 8), 217, 32, 15.5),
+        ("stage3", (64, 32, 32), 33, 8, 3.5),  # no pool: the field grows by (3 - 1) x 8
+        ("stage4", (64, 16, 16), 57, 16, 7.5),  # conv: 33 + 2 x 8 = 49; pool: 49 + 8 = 57, jump 16
+        ("stage5", (96, 16, 16), 89, 16, 7.5),
+        ("stage6", (96, 8, 8), 137, 32, 15.5),  # conv: 89 + 2 x 16 = 121; pool: 121 + 16 = 137
+        ("stage7", (128, 8, 8), 201, 32, 15.5),
+        ("stage8", (128, 8, 8), 265, 32, 15.5),
     ]
-    assert "| stage6 | (128, 8, 8) | 217 | 32 | 15.5 |" in format_table(rows)
-    # Top-right cell: centre (15.5 + 7 * 32, 15.5) = (239.5, 15.5), half-size 108.5.
-    corner = cell_field(NetworkConfig(), "stage6", 0, 7)
-    assert corner.box == UnclippedBox(131, -93, 348, 124) and corner.clipped == ClippedBox(131, 0, 256, 124)
-    with pytest.raises(ValueError, match=r"outside stage6's map of size \(8, 8\)"):
-        cell_field(NetworkConfig(), "stage6", 8, 0)
+    assert "| stage8 | (128, 8, 8) | 265 | 32 | 15.5 |" in format_table(rows)
+    # Top-right cell: centre (15.5 + 7 * 32, 15.5) = (239.5, 15.5), half-size 132.5.
+    corner = cell_field(NetworkConfig(), "stage8", 0, 7)
+    assert corner.box == UnclippedBox(107, -117, 372, 148) and corner.clipped == ClippedBox(107, 0, 256, 148)
+    with pytest.raises(ValueError, match=r"outside stage8's map of size \(8, 8\)"):
+        cell_field(NetworkConfig(), "stage8", 8, 0)
+    six = table(NetworkConfig(stages=SIX_STAGES))  # the network shipped before
+    assert [(r.name, r.size, r.jump) for r in six][-3:] == [
+        ("stage4", 89, 32),
+        ("stage5", 153, 32),
+        ("stage6", 217, 32),
+    ]
 
 
 # Pillow's transpose that *undoes* each EXIF orientation (what decoding applies), and its inverse (to encode).
