@@ -155,7 +155,7 @@ def _compose(
     elif subject is not None:
         subject.draw(image, camera, rng)
     state = rng.bit_generator.state  # the twin replays the same occluder and camera effects
-    image, hidden = _occlude(rng, image, factors, outline, drawn, subject, size)
+    hidden = _occlude(rng, image, factors, outline, drawn, subject, size)
     if crack_mask is not None:
         if hidden is not None:
             crack_mask &= np.asarray(hidden) == 0
@@ -165,7 +165,7 @@ def _compose(
     if intact is None:
         return photo, None
     rng.bit_generator.state = state
-    intact, _ = _occlude(rng, intact, factors, outline, drawn, subject, size)
+    _occlude(rng, intact, factors, outline, drawn, subject, size)
     intact_factors = {k: v for k, v in factors.items() if k not in CRACK_FACTORS} | {"label": RETURNS, "twin": True}
     return photo, _photo(scene.develop(intact, rng, factors), intact_factors, None, screen_box)
 
@@ -178,14 +178,14 @@ def _occlude(
     drawn: Any,
     subject: Any,
     size: tuple[int, int],
-) -> tuple[Any, Any]:
-    """Draw the photo's occluder, if any; returns the image and the occluder's mask (None without one)."""
+) -> Any:
+    """Draw the photo's occluder, if any, onto ``image``; returns the occluder's mask (None without one)."""
     occluder = factors["occluder"]
     if occluder == "finger":
-        return image, occluders.draw_finger(image, rng, _finger_target(rng, outline, size), factors["skin_tone"])
+        return occluders.draw_finger(image, rng, _finger_target(rng, outline, size), factors["skin_tone"])
     if occluder == "sticker" and drawn is not None:
-        return image, occluders.draw_sticker(image, rng, drawn.homography, subject.screen_size)
-    return image, None
+        return occluders.draw_sticker(image, rng, drawn.homography, subject.screen_size)
+    return None
 
 
 def _photo(
