@@ -8,7 +8,8 @@ in-process latency (one photo at a time), then for each ``--config`` starts ``tr
 group and drives it from this process with an asyncio HTTP/1.1 client (keep-alive connections, requests built in
 advance). Prints markdown tables. Config keys: workers (TRIAGE_WORKERS_PER_DEVICE), batch (TRIAGE_MAX_BATCH_SIZE),
 timeout (TRIAGE_BATCH_TIMEOUT, seconds), threads (TRIAGE_ORT_THREADS, 0 = ONNX Runtime's choice), handoff (1: photos
-reach the workers through TRIAGE_HANDOFF_DIR, the default; 0: through LitServe's request queue).
+reach the workers through TRIAGE_HANDOFF_DIR, the default; 0: through LitServe's request queue), pipes (1: requests
+and answers through packet pipes, the default; 0: through LitServe's queue manager, TRIAGE_PACKET_PIPES=false).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class ServerConfig:
     timeout: float = 0.0
     threads: int = 1
     handoff: int = 1
+    pipes: int = 1
 
     @classmethod
     def parse(cls, text: str) -> ServerConfig:
@@ -66,7 +68,8 @@ class ServerConfig:
 
     def __str__(self) -> str:
         text = f"workers={self.workers} batch={self.batch} timeout={self.timeout * 1000:g}ms ort_threads={self.threads}"
-        return text if self.handoff else f"{text} handoff=off"
+        text = text if self.handoff else f"{text} handoff=off"
+        return text if self.pipes else f"{text} pipes=off"
 
 
 def _render(job: tuple[int, tuple[int, int]]) -> bytes:
@@ -143,6 +146,8 @@ def start_server(
     env.update(TRIAGE_BATCH_TIMEOUT=str(config.timeout), TRIAGE_ORT_THREADS=str(config.threads))
     if not config.handoff:
         env.update(TRIAGE_HANDOFF_DIR="")
+    if not config.pipes:
+        env.update(TRIAGE_PACKET_PIPES="false")
     env.update(extra_env or {})
     with log.open("wb") as out:
         proc = subprocess.Popen(SERVE, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

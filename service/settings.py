@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         description="RAM-backed directory through which the HTTP processes hand photos to the inference workers "
         "(docs/BENCHMARKS.md); empty, missing or full: photos travel in LitServe's request queue",
     )
+    packet_pipes: bool = Field(
+        True,
+        description="requests and answers between the HTTP and inference processes through packet-mode pipes "
+        "(service/packet_pipes.py); false: through LitServe's queue manager",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_key", "handoff_dir", mode="before")

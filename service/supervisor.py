@@ -53,6 +53,7 @@ from litserve.utils import WorkerSetupStatus
 from service.engine_api import EngineAPI
 from service.held_requests import make_held_dir, take_held
 from service.metrics import live_models, metrics
+from service.packet_pipes import use_packet_pipes
 from service.photo_handoff import sweep
 from service.settings import Settings
 from service.worker_loss import announce_lost_requests, install_in_flight
@@ -247,6 +248,19 @@ def _stop(
     )
 
 
+def _private_dir() -> Path | None:
+    """Where the workers record the requests they hold and the processes leave messages too large for a packet."""
+    try:
+        return make_held_dir()
+    except OSError as exc:
+        log.warning(
+            "no writable private directory (%s): requests and answers go through LitServe's queue manager, and the "
+            "requests of a worker that dies are answered when they time out",
+            exc,
+        )
+        return None
+
+
 def serve(server: ls.LitServer, settings: Settings) -> int:
     """Run ``server`` until SIGTERM/SIGINT (exit status 0) or a failure (1), then stop every process it started."""
     stop = threading.Event()
@@ -259,20 +273,12 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         if isinstance(api, EngineAPI):
             api.supervised = True
     server.uvicorn_graceful_timeout = settings.drain_timeout
-    held_dir: Path | None = None
+    private_dir = _private_dir()
     if settings.worker_restarts > 0:
-        try:
-            held_dir = make_held_dir()  # where each worker records the requests it holds, for when it dies
-        except OSError as exc:
-            log.warning(
-                "no writable directory for the workers' records of held requests (%s): the requests of a worker "
-                "that dies are answered when they time out",
-                exc,
-            )
         install_in_flight(server)
         for api in server.litapi_connector:
             if isinstance(api, EngineAPI):
-                api.held_dir = held_dir  # None: workers keep no record
+                api.held_dir = private_dir  # None: workers keep no record
     sockets: list[socket.socket] = []
     workers: list[mp.Process] = []
     slots: list[_Slot] = []
@@ -281,6 +287,9 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
     try:
         n_workers = sum(len(server._inference_workers_config_for_api(a.api_path)) for a in server.litapi_connector)
         manager = server._init_manager(n_workers)
+        if settings.packet_pipes and private_dir is not None:
+            use_packet_pipes(server, private_dir, consumers=n_workers)
+        log.info("requests and answers through %s", type(server._transport).__name__)
         for api in server.litapi_connector:
             launched = server.launch_inference_worker(api)
             workers.extend(launched)
@@ -310,8 +319,8 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
             manager.shutdown()
         for sock in sockets:
             sock.close()  # already closed unless starting the HTTP processes failed
-        if held_dir is not None:
-            shutil.rmtree(held_dir, ignore_errors=True)
+        if private_dir is not None:
+            shutil.rmtree(private_dir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("stopped")

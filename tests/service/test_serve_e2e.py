@@ -321,10 +321,14 @@ def _busiest_worker(pgid: int, sample_s: float = 1.0) -> int:
     return max(workers, key=lambda pid: ticks(pid) - before[pid])
 
 
-def test_a_killed_inference_worker_is_restarted_in_place(random_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["PacketTransport", "MPQueueTransport"])
+def test_a_killed_inference_worker_is_restarted_in_place(
+    random_model_dir: Path, tmp_path: Path, transport: str
+) -> None:
     """kill -9 the route worker with requests in flight: they are answered (503 for those it had taken) before the
     request timeout, the service stays up and routes again; a second death within the restart window is one more
-    than TRIAGE_WORKER_RESTARTS=1 allows, and the service exits 1 leaving no process behind."""
+    than TRIAGE_WORKER_RESTARTS=1 allows, and the service exits 1 leaving no process behind. Requests and answers
+    through packet pipes (the default) or LitServe's queue manager."""
     timeout = 60.0
     held_dirs = set(Path("/dev/shm").glob("triage-held-*"))
     served = start(
@@ -332,8 +336,10 @@ def test_a_killed_inference_worker_is_restarted_in_place(random_model_dir: Path,
         tmp_path / "serve.log",
         TRIAGE_REQUEST_TIMEOUT=str(timeout),
         TRIAGE_WORKER_RESTARTS="1",
+        TRIAGE_PACKET_PIPES=str(transport == "PacketTransport").lower(),
     )
     pgid = served.proc.pid
+    assert f"requests and answers through {transport}" in served.output()
     photo = _big_png()
 
     def send(i: int) -> tuple[Any, float, str]:
