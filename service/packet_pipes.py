@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import pickle
 import select
@@ -98,22 +99,23 @@ class PacketPipe:
         return True, pickle.loads(body)
 
     def read(self, timeout: float | None = None) -> Any:
+        """The next message; waits up to ``timeout`` seconds (None: for ever, 0: not at all), then ``Empty``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        poller = select.poll()
-        poller.register(self.read_fd, select.POLLIN)
+        poller: select.poll | None = None
         while True:
             got, message = self.read_now()  # another reader may win the packet poll() announced: then wait again
             if got:
                 return message
-            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000) + 1)
-            if wait_ms == 0:
-                raise Empty
+            wait_ms = None
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Empty
+                wait_ms = math.ceil(remaining * 1000)
+            if poller is None:
+                poller = select.poll()
+                poller.register(self.read_fd, select.POLLIN)
             poller.poll(wait_ms)
-            if deadline is not None and time.monotonic() >= deadline:
-                got, message = self.read_now()
-                if got:
-                    return message
-                raise Empty
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):

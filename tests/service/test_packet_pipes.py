@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
+import select
 import signal
 import time
 from pathlib import Path
@@ -50,10 +51,14 @@ def test_small_and_large_messages_arrive_whole_and_in_order(tmp_path: Path) -> N
     assert spills(tmp_path) == []  # the reader removed them
 
 
-def test_an_empty_queue_times_out(tmp_path: Path) -> None:
+def test_an_empty_queue_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     queue = PacketQueue(tmp_path)
-    with pytest.raises(Empty):
-        queue.get_nowait()
+    with monkeypatch.context() as patched:
+        patched.setattr(select, "poll", None)  # get_nowait must not wait at all (a batch closes on it)
+        with pytest.raises(Empty):
+            queue.get_nowait()
+        with pytest.raises(Empty):
+            queue.get(block=False)
     started = time.monotonic()
     with pytest.raises(Empty):
         queue.get(timeout=0.2)
