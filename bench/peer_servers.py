@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.peers import torchserve_setup as ts  # noqa: E402
-from bench.peers.targets import MIB, PEERS, Figures, targets  # noqa: E402
+from bench.peers.targets import MIB, PEERS, Figures, p99_ms, targets  # noqa: E402
 from bench.process_stats import RssSampler, free_port, launch, poll_until, session_members, stop_session  # noqa: E402
 from bench.service_load import (  # noqa: E402
     SERVE,
@@ -237,7 +237,7 @@ def measure(name: str, args: argparse.Namespace, tmp: Path, photos: dict[str, li
 
 def figures(server: Server, args: argparse.Namespace) -> Figures:
     rate = {k: len(r.latencies) / args.seconds for k, r in server.results.items()}
-    p99 = {k: percentile(r.latencies, 99) * 1e3 for k, r in server.results.items()}
+    p99 = {k: p99_ms(r.latencies) for k, r in server.results.items()}
     return Figures(rate, p99, server.sampler.peak_rss, server.start_s, server.sampler.peak_pss)
 
 

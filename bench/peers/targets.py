@@ -12,13 +12,22 @@
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 SIZES = ("4032x3024", "640x480")  # phone, small: bench/service_load.py's SIZES
 PEERS = ("ts-stock", "ts-tuned")
 MIB = 2**20
+
+
+def p99_ms(latencies: list[float]) -> float:
+    """The 99th percentile of ``latencies`` (seconds) in milliseconds; infinite when nothing was answered within the
+    window (a server that answers nothing has no bound on its latency, which loses every comparison)."""
+    return 1e3 * float(np.percentile(latencies, 99)) if latencies else math.inf
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from bench.peer_servers import octet_request
 from bench.peers import torchserve_setup as ts
-from bench.peers.targets import MIB, Figures, targets
+from bench.peers.targets import MIB, Figures, p99_ms, targets
 from bench.process_stats import PAGE, parse_stat, pss_bytes
 from model.network import build_network
 
@@ -82,6 +83,16 @@ def test_targets_use_the_best_rate_compare_every_level_and_say_what_was_not_meas
     alone = targets(ours, {"ts-tuned": "could not be run: RuntimeError: ts-tuned exited with status 1"}, [1])
     assert alone[0][1:] == ["40.0", "-", "-", "not measured (ts-stock: not run)"]
     assert alone[1][-1] == "not measured (ts-tuned: could not be run: RuntimeError: ts-tuned exited with status 1)"
+
+
+def test_a_peer_that_answers_nothing_loses_the_p99_comparison() -> None:
+    latencies = [0.001 * k for k in range(1, 202)]
+    assert p99_ms(latencies) == pytest.approx(1e3 * float(np.percentile(latencies, 99)))
+    ours = figures(phone=40, small=100, p99=10, rss_mib=500, start_s=1.5)
+    silent = figures(9, 60, 20, 1500, 9.0)
+    silent.p99[("4032x3024", 4)] = p99_ms([])
+    rows = {row[0]: row[1:] for row in targets(ours, {"ts-stock": silent, "ts-tuned": silent}, [1, 4])}
+    assert rows["4032x3024 p99 ms below both, concurrency 4"] == ["40.0", "inf", "inf", "met"]
 
 
 def test_pss_of_this_process_is_positive_and_below_its_rss() -> None:
