@@ -3,17 +3,16 @@
 Out of the box LitServe's main process dies on SIGTERM and leaves its HTTP and inference processes behind. Here
 the main process owns the lifecycle:
 
-* start: the queue manager and the inference workers, then bind the socket (so only the HTTP processes ever hold
-  it, and connections are refused, not left unanswered, once they close it) and start the HTTP server processes
-  right away, so ``/health`` answers 503 while the workers load the model and 200 once all are ready;
+* start: the queue manager (its queues replaced by packet pipes by default, ``service.packet_pipes``) and the
+  inference workers, then bind the socket (so only the HTTP processes ever hold it, and connections are refused,
+  not left unanswered, once they close it) and start the HTTP server processes right away, so ``/health`` answers
+  503 while the workers load the model and 200 once all are ready;
 * run: until SIGTERM/SIGINT (exit status 0), or until a failure (exit status 1): a worker fails to load the model,
   an HTTP server process or the queue manager dies, or inference workers die more than ``worker_restarts`` times
   within ``worker_restart_window`` seconds;
-* a dead inference worker (killed, out of memory, a crash in native code) is restarted in place, the way LitServe's
-  own ``restart_workers`` monitor does it (``launch_single_inference_worker``: same endpoint, same worker id, same
-  request queue; the HTTP processes and the port stay up). The requests it had taken are answered 503 at once
-  (``service.held_requests``, ``service.worker_loss``), requests still queued wait for the new worker, ``/health``
-  answers 503 until it has loaded and warmed up the model, and ``triage_worker_restarts_total`` counts the restart;
+* a dead inference worker is restarted in place (``service.worker_restarts``): the requests it had taken are
+  answered 503 at once, requests still queued wait for the new worker, and ``/health`` answers 503 until it has
+  loaded and warmed up the model;
 * stop (at most ``drain_timeout`` + about 2 s in all, under 10 s): SIGTERM the HTTP servers, which stop
   accepting connections and finish the requests in flight (the workers and the queue manager are still up to
   answer them); then ask each inference worker to leave its loop (LitServe's stop sentinel), kill any that do not
@@ -39,9 +38,7 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -51,12 +48,13 @@ from litserve.loops.base import _SENTINEL_VALUE as STOP_WORKER
 from litserve.utils import WorkerSetupStatus
 
 from service.engine_api import EngineAPI
-from service.held_requests import make_held_dir, take_held
+from service.held_requests import make_held_dir
 from service.metrics import live_models, metrics
 from service.packet_pipes import use_packet_pipes
 from service.photo_handoff import sweep
 from service.settings import Settings
-from service.worker_loss import announce_lost_requests, install_in_flight
+from service.worker_loss import install_in_flight
+from service.worker_restarts import Slot, WorkerRestarts
 
 log = logging.getLogger(__name__)
 
@@ -64,71 +62,20 @@ _POLL_S = 0.1
 _WORKER_EXIT_S = 1.0
 
 
-@dataclass
-class _Slot:
-    """One inference worker: the endpoint it serves and its LitServe worker id (its index within that endpoint)."""
-
-    api: ls.LitAPI
-    worker_id: int
-
-    @property
-    def status_key(self) -> str:
-        return f"{self.api.api_path.split('/')[-1]}_{self.worker_id}"  # LitServe's workers_setup_status key
-
-
-class _RestartBudget:
-    """At most ``limit`` restarts within any ``window`` seconds."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
-        self.times: deque[float] = deque()
-
-    def take(self, now: float) -> bool:
-        while self.times and now - self.times[0] > self.window:
-            self.times.popleft()
-        if len(self.times) >= self.limit:
-            return False
-        self.times.append(now)
-        return True
-
-
-def _exit_reason(proc: mp.Process) -> str:
-    code = proc.exitcode
-    if code is not None and code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
-
-
-def _restart(server: ls.LitServer, slot: _Slot, dead: mp.Process) -> mp.Process:
-    """Answer the requests the ``dead`` worker held with 503, then start a new worker in its place."""
-    held_dir = getattr(slot.api, "held_dir", None)
-    if held_dir is not None and dead.pid is not None:
-        announce_lost_requests(server, take_held(held_dir, dead.pid))
-    return server.launch_single_inference_worker(slot.api, slot.worker_id)
-
-
 def _watch(
     server: ls.LitServer,
     manager: mp.process.BaseProcess,
-    workers: list[mp.Process],
-    slots: Sequence[_Slot],
+    restarts: WorkerRestarts,
     http: Sequence[mp.Process],
     stop: threading.Event,
-    settings: Settings,
 ) -> int:
     started = time.monotonic()
     ready = False
-    budget = _RestartBudget(settings.worker_restarts, settings.worker_restart_window)
-    restarting: dict[int, float] = {}  # worker index -> when its death was noticed
     statuses: dict[str, str] = {}
     while not stop.wait(_POLL_S):
-        restarted_now: set[int] = set()
         # The workers' setup status lives in the queue manager: reading it costs a round trip per worker, so it is
         # read only while some worker is loading the model (at start and after a restart).
-        if not ready or restarting:
+        if not ready or restarts.restarting:
             try:
                 statuses = dict(server.workers_setup_status)
             except (EOFError, OSError) as exc:
@@ -145,66 +92,15 @@ def _watch(
             proc = dead_http[0]
             log.error("HTTP server process %s (pid %s) exited with %s; stopping", proc.name, proc.pid, proc.exitcode)
             return 1
-        for index, proc in enumerate(workers):
-            if proc.is_alive():
-                continue
-            slot = slots[index]
-            now = time.monotonic()
-            where = {"api": slot.api.api_path, "worker_id": slot.worker_id, "pid": proc.pid}
-            if not budget.take(now):
-                log.error(
-                    "inference worker %d of %s (pid %s) exited (%s); more than %d worker restarts within %g s; "
-                    "stopping",
-                    slot.worker_id,
-                    slot.api.api_path,
-                    proc.pid,
-                    _exit_reason(proc),
-                    settings.worker_restarts,
-                    settings.worker_restart_window,
-                    extra=where,
-                )
-                return 1
-            try:
-                workers[index] = _restart(server, slot, proc)
-            except (EOFError, OSError) as exc:
-                log.error(
-                    "cannot restart inference worker %d of %s (%s); stopping", slot.worker_id, slot.api.api_path, exc
-                )
-                return 1
-            restarting[index] = now
-            restarted_now.add(index)
-            metrics().worker_restarts.labels(endpoint=slot.api.api_path).inc()
-            log.error(
-                "inference worker %d of %s (pid %s) exited (%s); restarted it as pid %s "
-                "(%d of %d restarts within %g s)",
-                slot.worker_id,
-                slot.api.api_path,
-                proc.pid,
-                _exit_reason(proc),
-                workers[index].pid,
-                len(budget.times),
-                settings.worker_restarts,
-                settings.worker_restart_window,
-                extra=where,
-            )
-        for index, since in list(restarting.items()):
-            # ``statuses`` was read before this round's restarts: a worker restarted just now is not ready yet.
-            if index not in restarted_now and statuses.get(slots[index].status_key) == WorkerSetupStatus.READY:
-                del restarting[index]
-                slot = slots[index]
-                log.info(
-                    "inference worker %d of %s is ready again, %.2f s after it died",
-                    slot.worker_id,
-                    slot.api.api_path,
-                    time.monotonic() - since,
-                    extra={"api": slot.api.api_path, "pid": workers[index].pid},
-                )
+        if not restarts.revive_dead():
+            return 1
+        restarts.note_ready(statuses)
         if not ready and statuses and all(v == WorkerSetupStatus.READY for v in statuses.values()):
             ready = True
             models = live_models()
             log.info(
                 "ready: %d inference worker(s) on %s",
-                len(workers),
+                len(restarts.workers),
                 ", ".join(sorted({m["provider"] for m in models})) or "unknown provider",
                 extra={"workers": models, "startup_s": round(time.monotonic() - started, 2)},
             )
@@ -281,7 +177,7 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
                 api.held_dir = private_dir  # None: workers keep no record
     sockets: list[socket.socket] = []
     workers: list[mp.Process] = []
-    slots: list[_Slot] = []
+    slots: list[Slot] = []
     http: list[mp.Process] = []
     manager = None
     try:
@@ -293,7 +189,7 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         for api in server.litapi_connector:
             launched = server.launch_inference_worker(api)
             workers.extend(launched)
-            slots.extend(_Slot(api, worker_id) for worker_id in range(len(launched)))
+            slots.extend(Slot(api, worker_id) for worker_id in range(len(launched)))
         server.inference_workers = workers
         # Bound only now, so that the queue manager and the inference workers (forked above) never hold it.
         config = uvicorn.Config(server.app, host=settings.host, port=settings.port, log_config=None)
@@ -310,7 +206,7 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         for api in server.litapi_connector:
             metrics().worker_restarts.labels(endpoint=api.api_path)  # exported as 0 until a restart
         log.info("listening on %s:%d", settings.host, settings.port, extra={"http_processes": len(http)})
-        return _watch(server, manager._process, workers, slots, http, stop, settings)
+        return _watch(server, manager._process, WorkerRestarts(server, workers, slots, settings), http, stop)
     finally:
         if manager is not None:
             _stop(server, workers, http, settings.drain_timeout)
