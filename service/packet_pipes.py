@@ -22,8 +22,10 @@ whose manager is up and whose workers and HTTP processes are not started yet. Wo
 pipe arrives as file descriptors passed to the new process (``multiprocessing.reduction.DupFd``); HTTP processes
 are forked and inherit them.
 
-A pipe holds up to 256 packets (1 MiB, the system's default limit for an unprivileged process); a writer finding it
-full waits for a reader to make room.
+A pipe holds up to 256 packets (1 MiB, the system's default limit for an unprivileged process). Nothing waits on a
+full pipe for long: a request finding its endpoint's pipe full is answered 503 at once (``RequestQueueFull``; the
+manager's queues had no bound), an answer waits up to ``SEND_WAIT_S`` for its HTTP process to make room. Where the
+system will not give a pipe that buffer, the service keeps LitServe's queues.
 """
 
 from __future__ import annotations
@@ -44,59 +46,107 @@ from queue import Empty
 from typing import Any
 
 import litserve as ls
+from fastapi import HTTPException
 from litserve.transport.base import MessageTransport
 
 log = logging.getLogger(__name__)
 
 PACKET_BYTES = select.PIPE_BUF
-PIPE_BYTES = 1 << 20
+PIPE_BYTES = 1 << 20  # 256 packets
+SEND_WAIT_S = 5.0
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _INLINE, _IN_FILE = b"P", b"F"
 SPILL_PREFIX = "message-"
 
 
+class PipeFull(Exception):
+    """The pipe has no room for another packet now."""
+
+
+class RequestQueueFull(HTTPException):
+    """An endpoint's request pipe holds as many requests as it can: the HTTP process answers 503 at once rather than
+    wait (its event loop would stop serving every other request meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            f"{PIPE_BYTES // os.sysconf('SC_PAGE_SIZE')} requests are already waiting for this endpoint's inference "
+            "workers; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+
 class PacketPipe:
     """One packet-mode pipe: ``write`` sends a picklable message, ``read`` takes one (``Empty`` if none arrives in
-    ``timeout`` seconds). Messages over ``PACKET_BYTES`` pickled go through a file in ``spill_dir``."""
+    ``timeout`` seconds). Messages over ``PACKET_BYTES`` pickled go through a file in ``spill_dir``. Both ends are
+    non-blocking: a writer or reader that must wait does so in ``poll()``, with a time limit."""
 
     def __init__(self, spill_dir: Path) -> None:
         self.spill_dir = spill_dir
-        self.read_fd, self.write_fd = os.pipe2(os.O_DIRECT | os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # a lower system limit: the pipe keeps its default 64 KiB (16 packets)
+        self.read_fd, self.write_fd = os.pipe2(os.O_DIRECT | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
             fcntl.fcntl(self.write_fd, _F_SETPIPE_SZ, PIPE_BYTES)
-        os.set_blocking(self.read_fd, False)  # readers wait in poll(), so that a wait can time out
+            size = fcntl.fcntl(self.write_fd, _F_GETPIPE_SZ)
+        except OSError as exc:
+            self.close()
+            raise OSError(f"cannot give a pipe {PIPE_BYTES} bytes of buffer: {exc}") from exc
+        if size < PIPE_BYTES:
+            self.close()
+            raise OSError(f"a pipe got {size} bytes of buffer, not {PIPE_BYTES}")
 
-    def write(self, message: Any) -> None:
+    def write(self, message: Any, wait: float = 0.0) -> None:
+        """Send ``message``; if the pipe is full, wait up to ``wait`` seconds for room, then ``PipeFull``."""
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        path = None
         if len(data) < PACKET_BYTES:
             packet = _INLINE + data
         else:
             path = self.spill_dir / f"{SPILL_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with memoryview(data) as view:
-                    while view:
-                        view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
+            path.write_bytes(data)  # the directory is private (0700) to the service's user
             packet = _IN_FILE + os.fsencode(path)
-        os.write(self.write_fd, packet)
+        try:
+            self._write_packet(packet, wait)
+        except BaseException:
+            if path is not None:
+                path.unlink(missing_ok=True)
+            raise
+
+    def _write_packet(self, packet: bytes, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        poller: select.poll | None = None
+        while True:
+            try:
+                os.write(self.write_fd, packet)
+                return
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PipeFull from None
+            if poller is None:
+                poller = select.poll()
+                poller.register(self.write_fd, select.POLLOUT)
+            poller.poll(math.ceil(remaining * 1000))
 
     def read_now(self) -> tuple[bool, Any]:
-        """``(True, message)``, or ``(False, None)`` when the pipe is empty."""
-        try:
-            packet = os.read(self.read_fd, PACKET_BYTES)
-        except BlockingIOError:
-            return False, None
-        kind, body = packet[:1], packet[1:]
-        if kind == _IN_FILE:
-            path = os.fsdecode(body)
-            with open(path, "rb") as file:
-                body = file.read()
-            os.unlink(path)
-        elif kind != _INLINE:
-            raise ValueError(f"not a message of this pipe: a packet of {len(packet)} bytes starting {kind!r}")
-        return True, pickle.loads(body)
+        """``(True, message)``, or ``(False, None)`` when the pipe is empty. A packet that cannot be read back (its
+        file gone, a broken pickle) is logged and skipped."""
+        while True:
+            try:
+                packet = os.read(self.read_fd, PACKET_BYTES)
+            except BlockingIOError:
+                return False, None
+            try:
+                kind, body = packet[:1], packet[1:]
+                if kind == _IN_FILE:
+                    path = Path(os.fsdecode(body))
+                    body = path.read_bytes()
+                    path.unlink()
+                elif kind != _INLINE:
+                    raise ValueError(f"a packet of {len(packet)} bytes starting {kind!r} is not a message of this pipe")
+                return True, pickle.loads(body)
+            except Exception:
+                log.exception("skipped a message that could not be read back")
 
     def read(self, timeout: float | None = None) -> Any:
         """The next message; waits up to ``timeout`` seconds (None: for ever, 0: not at all), then ``Empty``."""
@@ -130,17 +180,25 @@ class PacketPipe:
 def _attach(read_fd: Any, write_fd: Any, spill_dir: Path) -> PacketPipe:
     pipe = PacketPipe.__new__(PacketPipe)
     pipe.read_fd, pipe.write_fd, pipe.spill_dir = read_fd.detach(), write_fd.detach(), spill_dir
+    for fd in (pipe.read_fd, pipe.write_fd):
+        os.set_inheritable(fd, False)  # passed to this process only, not to whatever it may exec
     return pipe
 
 
 class PacketQueue:
-    """An endpoint's request queue with the part of ``queue.Queue``'s interface LitServe uses."""
+    """An endpoint's request queue with the part of ``queue.Queue``'s interface LitServe uses. ``put`` never waits:
+    a full queue is ``RequestQueueFull``, a 503 for the request being submitted."""
 
     def __init__(self, spill_dir: Path) -> None:
         self.pipe = PacketPipe(spill_dir)
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        self.pipe.write(item)
+        try:
+            self.pipe.write(item)
+        except PipeFull:
+            raise RequestQueueFull() from None
+
+    put_nowait = put
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         return self.pipe.read(timeout if block else 0.0)
@@ -153,11 +211,23 @@ class PacketTransport(MessageTransport):
     """LitServe's response transport: one pipe per HTTP process (its ``consumer_id``)."""
 
     def __init__(self, consumers: int, spill_dir: Path) -> None:
-        self.pipes = [PacketPipe(spill_dir) for _ in range(consumers)]
+        self.pipes: list[PacketPipe] = []
+        try:
+            for _ in range(consumers):
+                self.pipes.append(PacketPipe(spill_dir))
+        except OSError:
+            for pipe in self.pipes:
+                pipe.close()
+            raise
         self._closed = False
 
     def send(self, item: Any, consumer_id: int) -> None:
-        self.pipes[consumer_id].write(item)
+        """Send an answer (or a notice) to an HTTP process, waiting up to ``SEND_WAIT_S`` for room; an HTTP process
+        that reads nothing for that long has stopped, and the message is dropped with a log line."""
+        try:
+            self.pipes[consumer_id].write(item, wait=SEND_WAIT_S)
+        except PipeFull:
+            log.error("dropped a message to HTTP process %d: its pipe stayed full for %g s", consumer_id, SEND_WAIT_S)
 
     async def areceive(self, consumer_id: int, timeout: float | None = None, block: bool = True) -> Any:
         """The next message for this HTTP process, or None after ``timeout`` (at most 1 s) without one, so that
@@ -174,7 +244,8 @@ class PacketTransport(MessageTransport):
             readable = loop.create_future()
             loop.add_reader(pipe.read_fd, lambda: readable.done() or readable.set_result(None))
             try:
-                await asyncio.wait_for(readable, 1.0 if timeout is None else min(timeout, 1.0))
+                async with asyncio.timeout(1.0 if timeout is None else min(timeout, 1.0)):
+                    await readable
             except TimeoutError:
                 return None
             finally:
@@ -190,14 +261,23 @@ class PacketTransport(MessageTransport):
         self._closed = True
         if send_sentinel:
             for pipe in self.pipes:
-                room = select.poll()
-                room.register(pipe.write_fd, select.POLLOUT)
-                if room.poll(0):  # never wait for a reader that may be gone
+                with contextlib.suppress(PipeFull):  # never wait for a reader that may be gone
                     pipe.write(None)
 
 
-def use_packet_pipes(server: ls.LitServer, spill_dir: Path, consumers: int) -> None:
-    """Replace the request queues and the response transport that ``server._init_manager`` made."""
-    for path in list(server.litapi_request_queues):
-        server.litapi_request_queues[path] = PacketQueue(spill_dir)
-    server._transport = PacketTransport(consumers, spill_dir)
+def use_packet_pipes(server: ls.LitServer, spill_dir: Path, consumers: int) -> bool:
+    """Replace the request queues and the response transport that ``server._init_manager`` made; False (LitServe's
+    queues kept, a warning logged) where the system will not give the pipes their buffers."""
+    queues: dict[str, PacketQueue] = {}
+    try:
+        for path in server.litapi_request_queues:
+            queues[path] = PacketQueue(spill_dir)
+        transport = PacketTransport(consumers, spill_dir)
+    except OSError as exc:
+        for queue in queues.values():
+            queue.pipe.close()
+        log.warning("requests and answers stay on LitServe's queue manager: %s", exc)
+        return False
+    server.litapi_request_queues.update(queues)
+    server._transport = transport
+    return True

@@ -50,7 +50,7 @@ from litserve.utils import WorkerSetupStatus
 from service.engine_api import EngineAPI
 from service.held_requests import make_held_dir
 from service.metrics import live_models, metrics
-from service.packet_pipes import use_packet_pipes
+from service.packet_pipes import RequestQueueFull, use_packet_pipes
 from service.photo_handoff import sweep
 from service.settings import Settings
 from service.worker_loss import install_in_flight
@@ -128,7 +128,7 @@ def _stop(
             queue = server.litapi_request_queues[api.api_path]
             for _ in server._inference_workers_config_for_api(api.api_path):
                 queue.put(STOP_WORKER)
-    except (EOFError, OSError) as exc:
+    except (EOFError, OSError, RequestQueueFull) as exc:
         log.error("cannot ask the inference workers to stop (%s); killing them", exc)
     deadline = time.monotonic() + _WORKER_EXIT_S
     for proc in workers:

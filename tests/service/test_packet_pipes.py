@@ -11,10 +11,21 @@ import signal
 import time
 from pathlib import Path
 from queue import Empty
+from types import SimpleNamespace
 
 import pytest
 
-from service.packet_pipes import PACKET_BYTES, SPILL_PREFIX, PacketQueue, PacketTransport, use_packet_pipes
+from service import packet_pipes
+from service.packet_pipes import (
+    PACKET_BYTES,
+    SPILL_PREFIX,
+    PacketPipe,
+    PacketQueue,
+    PacketTransport,
+    PipeFull,
+    RequestQueueFull,
+    use_packet_pipes,
+)
 
 SPAWN = mp.get_context("spawn")  # how LitServe starts inference workers: the pipes travel as file descriptors
 
@@ -34,6 +45,16 @@ def _echo_worker(queue: PacketQueue, transport: PacketTransport) -> None:
 
 def _blocked_reader(queue: PacketQueue) -> None:
     queue.get()
+
+
+def fill(pipe: PacketPipe) -> int:
+    """Write small messages until the pipe has no room; returns how many it took."""
+    count = 0
+    with pytest.raises(PipeFull):
+        while True:
+            pipe.write(count)
+            count += 1
+    return count
 
 
 def spills(directory: Path) -> list[Path]:
@@ -127,12 +148,7 @@ def test_areceive_gives_none_when_nothing_comes(tmp_path: Path) -> None:
 
 def test_close_does_not_wait_on_a_full_pipe(tmp_path: Path) -> None:
     transport = PacketTransport(2, tmp_path)
-    full = transport.pipes[0]
-    os.set_blocking(full.write_fd, False)
-    with pytest.raises(BlockingIOError):
-        while True:
-            full.write("filler")
-    os.set_blocking(full.write_fd, True)
+    fill(transport.pipes[0])
     started = time.monotonic()
     transport.close()
     assert time.monotonic() - started < 1.0
@@ -153,9 +169,51 @@ def test_use_packet_pipes_replaces_litserve_queues(tmp_path: Path) -> None:
     server = ls.LitServer([Echo(api_path="/a"), Echo(api_path="/b")], accelerator="cpu")
     manager = server._init_manager(3)
     try:
-        use_packet_pipes(server, tmp_path, consumers=3)
+        assert use_packet_pipes(server, tmp_path, consumers=3)
         assert {type(q) for q in server.litapi_request_queues.values()} == {PacketQueue}
         assert set(server.litapi_request_queues) == {"/a", "/b"}
         assert isinstance(server._transport, PacketTransport) and len(server._transport.pipes) == 3
     finally:
         manager.shutdown()
+
+
+def test_a_full_request_queue_is_a_503_at_once_and_leaves_no_file(tmp_path: Path) -> None:
+    queue = PacketQueue(tmp_path)
+    assert fill(queue.pipe) == 256
+    started = time.monotonic()
+    with pytest.raises(RequestQueueFull) as raised:
+        queue.put({"photo": b"x" * (2 * PACKET_BYTES)})  # would need a file
+    assert time.monotonic() - started < 0.5
+    assert raised.value.status_code == 503 and raised.value.headers == {"Retry-After": "1"}
+    assert "256 requests are already waiting" in raised.value.detail
+    assert spills(tmp_path) == []
+    assert queue.get_nowait() == 0  # what was queued is still there, in order
+
+
+def test_an_answer_waits_for_room_then_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(packet_pipes, "SEND_WAIT_S", 0.2)
+    transport = PacketTransport(1, tmp_path)
+    fill(transport.pipes[0])
+    started = time.monotonic()
+    transport.send(("uid", "answer"), 0)  # no room: waits, then gives up without raising
+    assert 0.19 <= time.monotonic() - started < 1.0
+    assert "dropped a message to HTTP process 0" in caplog.text
+
+
+def test_a_message_that_cannot_be_read_back_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    queue = PacketQueue(tmp_path)
+    queue.put(b"x" * (2 * PACKET_BYTES))
+    queue.put("next")
+    for spilled in spills(tmp_path):
+        spilled.unlink()  # e.g. someone cleaned /dev/shm
+    assert queue.get(timeout=1) == "next"
+    assert "could not be read back" in caplog.text
+
+
+def test_without_pipe_buffers_litserve_queues_stay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packet_pipes, "PIPE_BYTES", 1 << 40)  # more than any system allows an unprivileged process
+    server = SimpleNamespace(litapi_request_queues={"/a": "manager queue"}, _transport="manager transport")
+    assert not use_packet_pipes(server, tmp_path, consumers=2)
+    assert server.litapi_request_queues == {"/a": "manager queue"} and server._transport == "manager transport"
