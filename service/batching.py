@@ -1,12 +1,14 @@
 """How an inference worker collects a batch: blocking waits on the request queue instead of LitServe's 1 ms polls.
 
 LitServe's ``BatchedLoop`` gathers a batch by calling ``request_queue.get(timeout=<= 1 ms)`` again and again, idle
-or not. The queue lives in the multiprocessing manager, so every call is a round trip to that process: an idle
-service kept about 0.1 core busy per worker plus the manager's share (0.44 of 2 cores with three workers), CPU taken
-from decoding photos under load. ``PatientBatchedLoop`` keeps LitServe's loop and hooks and changes only the
-collection: block until a first request arrives (up to ``IDLE_WAIT_S``, then hand back an empty batch so the loop
-goes round), then take more until ``batch_timeout`` has passed since that first one, and whatever is already queued
-after that, up to ``max_batch_size``. Each request taken is checked against the request timeout, as LitServe does.
+or not. With LitServe's own queue, which lives in the multiprocessing manager, every call is a round trip to that
+process: an idle service kept about 0.1 core busy per worker plus the manager's share (0.44 of 2 cores with three
+workers), CPU taken from decoding photos under load (the service's default queue is a packet pipe,
+``service.packet_pipes``, where a wait is a ``poll()``; the manager's queue is still there to fall back on).
+``PatientBatchedLoop`` keeps LitServe's loop and hooks and changes only the collection: block until a first request
+arrives (up to ``IDLE_WAIT_S``, then hand back an empty batch so the loop goes round), then take more until
+``batch_timeout`` has passed since that first one, and whatever is already queued after that, up to
+``max_batch_size``. Each request taken is checked against the request timeout, as LitServe does.
 
 Where LitServe would announce each request taken to its HTTP process (its ``START`` message, one more round trip
 through the queue manager per request), the batch is written to the worker's file of held requests
