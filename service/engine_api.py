@@ -55,6 +55,12 @@ class EngineAPI(ls.LitAPI):
             raise RuntimeError(f"{type(self).__name__} has no engine outside an inference worker")
         return self._engine
 
+    async def authorize(self) -> None:
+        """LitServe's per-endpoint auth dependency, a no-op: ``RequestContextMiddleware`` has checked the API key before
+        a request gets here. LitServe's default is a plain function, which FastAPI runs in its thread pool for every
+        request (a thread hop in about a sixth of an HTTP process's samples under phone-photo load,
+        ``docs/BENCHMARKS.md``); a coroutine runs on the event loop."""
+
     def configure_app(self, app: FastAPI) -> None:
         """Called once on the HTTP app before serving: what the HTTP processes need to know about this API."""
 

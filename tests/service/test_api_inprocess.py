@@ -4,6 +4,7 @@ table, per-photo errors, batching under concurrency, /health, /v1/model and /met
 from __future__ import annotations
 
 import base64
+import inspect
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -309,3 +310,20 @@ def test_metrics_after_traffic(client: TestClient, photos: dict[str, bytes]) -> 
         'triage_request_seconds_count{endpoint="/v1/route"}',
     ):
         assert needle in text, needle
+
+
+def test_no_request_waits_on_a_thread_pool(served: tuple[TestClient, Any]) -> None:
+    """Every dependency of every API route is a coroutine (or needs no call): FastAPI runs a plain function
+    dependency in its thread pool, a thread hop per request."""
+    from fastapi.dependencies.models import Dependant
+    from fastapi.routing import APIRoute
+
+    def calls(dependant: Dependant) -> list[Any]:
+        own = [dependant.call] if dependant.call is not None else []
+        return own + [call for sub in dependant.dependencies for call in calls(sub)]
+
+    routes = [r for r in served[1].app.routes if isinstance(r, APIRoute) and r.path.startswith("/v1/")]
+    assert {"/v1/route", "/v1/explain", "/v1/model"} <= {r.path for r in routes}
+    for route in routes:
+        for call in calls(route.dependant):
+            assert inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call), (route.path, call)
