@@ -145,7 +145,7 @@ class PacketPipe:
                 elif kind != _INLINE:
                     raise ValueError(f"a packet of {len(packet)} bytes starting {kind!r} is not a message of this pipe")
                 return True, pickle.loads(body)
-            except Exception:
+            except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
                 log.exception("skipped a message that could not be read back")
 
     def read(self, timeout: float | None = None) -> Any:
@@ -253,8 +253,8 @@ class PacketTransport(MessageTransport):
             return pipe.read_now()[1]
         except asyncio.CancelledError:
             raise
-        except Exception:  # LitServe's reader would stop on it: drop the message, keep reading
-            log.exception("dropped an unreadable message on response pipe %d", consumer_id)
+        except (OSError, ValueError, RuntimeError):  # LitServe's reader would stop for good on it: log, keep reading
+            log.exception("could not wait on response pipe %d", consumer_id)
             return None
 
     def close(self, send_sentinel: bool = True) -> None:
