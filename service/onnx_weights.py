@@ -2,9 +2,12 @@
 
 ONNX files are Protocol Buffers; this reads the few messages an explanation needs straight from the wire format:
 ``ModelProto`` (graph, metadata), ``GraphProto`` (nodes, initializers, outputs), ``NodeProto`` (op, inputs,
-outputs, attributes) and ``TensorProto`` (float32/float64/int64 data, raw or typed, stored inside the file).
-The class-activation map uses the head found here (``head_weights``) and the effective receptive field runs the
-NumPy network on the convolutions found here (``stage_convs``), so neither can drift from what ONNX Runtime runs.
+outputs, attributes) and ``TensorProto`` (float32/float64/int64 data, and the int8/uint8/int32 of quantised
+models, raw or typed, stored inside the file). The class-activation map uses the head found here (``head_weights``)
+and the effective receptive field runs the NumPy network on the convolutions found here (``stage_convs``), so neither
+can drift from what ONNX Runtime runs. In a quantised (QDQ) model both read the weights dequantised, and look
+through the quantise-dequantise pairs ONNX Runtime's quantiser puts on every activation; the NumPy network then
+runs those weights in float, without the activations' rounding.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import numpy as np
 
 from model.config import NetworkConfig
 
-_DTYPES = {1: np.float32, 7: np.int64, 11: np.float64}
+_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 11: np.float64}
+_INT32_DATA = (2, 3, 6)  # types whose typed values travel in int32_data (field 5)
 _POINTWISE = ("Relu", "MaxPool")
 
 
@@ -117,10 +121,36 @@ class OnnxGraph:
                 raise OnnxFormatError(f"{name!r} is neither an initializer nor computed from one") from None
             if node.op_type == "Constant" and isinstance(node.attributes.get("value"), np.ndarray):
                 return node.attributes["value"]  # type: ignore[return-value]
+            if node.op_type == "DequantizeLinear":
+                return self._dequantized(node)
             if node.op_type != "Identity":
                 raise OnnxFormatError(f"{name!r} is computed by {node.op_type}, not a constant")
             name = node.inputs[0]
         return self.initializers[name]
+
+    def _dequantized(self, node: Node) -> np.ndarray:
+        """A ``DequantizeLinear`` of constants: ``(q - zero_point) * scale``, per tensor or along ``axis``."""
+        q = self.constant(node.inputs[0]).astype(np.float64)
+        scale = self.constant(node.inputs[1]).astype(np.float64)
+        zero = self.constant(node.inputs[2]).astype(np.float64) if len(node.inputs) > 2 else np.zeros_like(scale)
+        if scale.size > 1:
+            axis = int(node.attributes.get("axis", 1))  # type: ignore[arg-type]
+            if not -q.ndim <= axis < q.ndim or q.shape[axis] != scale.size:
+                raise OnnxFormatError(f"{node.outputs[0]!r}: {scale.size} scales for axis {axis} of shape {q.shape}")
+            shape = [1] * q.ndim
+            shape[axis] = scale.size
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        return ((q - zero) * scale).astype(np.float32)
+
+    def source(self, name: str) -> Node:
+        """The node computing activation ``name``, looking through the quantise-dequantise pairs of a QDQ model."""
+        node = self.producer(name)
+        while node.op_type == "DequantizeLinear":
+            quantize = self.producer(node.inputs[0])
+            if quantize.op_type != "QuantizeLinear":
+                break
+            node = self.producer(quantize.inputs[0])
+        return node
 
     def network_config(self) -> NetworkConfig:
         """The network configuration export wrote into the metadata (``network``)."""
@@ -137,9 +167,9 @@ def _tensor(buf: bytes) -> tuple[str, np.ndarray]:
             dims += _ints(wire, value)
         elif number == 2:
             dtype = int(value)
-        elif number in (4, 7, 10) and wire == 2:  # packed float_data / int64_data / double_data
+        elif number in (4, 5, 7, 10) and wire == 2:  # packed float_data / int32_data / int64_data / double_data
             typed.append(bytes(value))
-        elif number in (4, 7, 10):
+        elif number in (4, 5, 7, 10):
             typed.append(value)
         elif number == 8:
             name = bytes(value).decode()
@@ -154,7 +184,7 @@ def _tensor(buf: bytes) -> tuple[str, np.ndarray]:
     np_dtype = np.dtype(_DTYPES[dtype]).newbyteorder("<")
     if raw is not None:
         array = np.frombuffer(raw, dtype=np_dtype)
-    elif dtype == 7:
+    elif dtype == 7 or dtype in _INT32_DATA:
         array = np.array([v for t in typed for v in (_ints(2, t) if isinstance(t, bytes) else [_signed(t)])])
     else:
         array = np.frombuffer(b"".join(t if isinstance(t, bytes) else bytes(t) for t in typed), dtype=np_dtype)
@@ -224,7 +254,7 @@ _GLOBAL_POOLS = {"ReduceMax": "max", "GlobalMaxPool": "max", "ReduceMean": "avg"
 def head_weights(graph: OnnxGraph, logits: str = "logits") -> tuple[np.ndarray, np.ndarray, str, str]:
     """The linear head ``W (K, C)``, ``b (K,)``, the stage output it pools (global pool + Gemm) and the pool,
     ``"max"`` or ``"avg"``."""
-    gemm = graph.producer(logits)
+    gemm = graph.source(logits)
     if gemm.op_type != "Gemm" or len(gemm.inputs) < 3:
         raise OnnxFormatError(f"{logits!r} comes from {gemm.op_type}, not a Gemm with bias")
     weight, bias = (graph.constant(name) for name in gemm.inputs[1:3])
@@ -232,7 +262,7 @@ def head_weights(graph: OnnxGraph, logits: str = "logits") -> tuple[np.ndarray, 
         raise OnnxFormatError("the head Gemm transposes or scales its input")
     weight = weight if gemm.attributes.get("transB", 0) else weight.T
     bias = bias * float(gemm.attributes.get("beta", 1.0))
-    pool = graph.producer(gemm.inputs[0])
+    pool = graph.source(gemm.inputs[0])
     if pool.op_type not in _GLOBAL_POOLS:
         raise OnnxFormatError(f"the head reads {pool.op_type}, not a global max or average pool")
     return weight.astype(np.float32), bias.astype(np.float32), pool.inputs[0], _GLOBAL_POOLS[pool.op_type]
@@ -254,9 +284,9 @@ def stage_convs(graph: OnnxGraph, stages: tuple[str, ...]) -> tuple[ConvWeights,
     """For each stage output, the convolution (batch-norm folded in) behind its ReLU/max-pool tail."""
     out: list[ConvWeights] = []
     for stage in stages:
-        node = graph.producer(stage)
+        node = graph.source(stage)
         while node.op_type in _POINTWISE:
-            node = graph.producer(node.inputs[0])
+            node = graph.source(node.inputs[0])
         if node.op_type != "Conv":
             raise OnnxFormatError(f"{stage} is computed by {node.op_type} where a Conv was expected")
         weight = graph.constant(node.inputs[1])

@@ -327,3 +327,31 @@ def test_no_request_waits_on_a_thread_pool(served: tuple[TestClient, Any]) -> No
     for route in routes:
         for call in calls(route.dependant):
             assert inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call), (route.path, call)
+
+
+def test_the_shipped_int8_variant_serves_routes_and_explanations(
+    metrics_dir: Path, tmp_path: Path, photos: dict[str, bytes]
+) -> None:
+    """``TRIAGE_MODEL_PATH=artifacts/triage.int8.onnx`` (README): the quantised file starts both endpoints, and its
+    explanation routes the photo as its route endpoint does."""
+    from model.card import read_card
+
+    artifacts = Path(__file__).resolve().parents[2] / "artifacts"
+    quantization = read_card(artifacts / "model_card.json")["quantization"]
+    assert quantization["shipped"], "the README offers the int8 file; the card must say it ships"
+    settings = Settings(handoff_dir=tmp_path, model_path=artifacts / quantization["file"], device="cpu")
+    card, plan = preflight(settings)
+    server = build_server(settings, card, plan)
+    with wrap_litserve_start(server) as started, TestClient(started.app) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/health").status_code != 200:
+            assert time.monotonic() < deadline, "the inference workers did not become ready"
+            time.sleep(0.1)
+        routed = client.post("/v1/route", files=[("file", ("a.jpg", photos["jpeg"], "image/jpeg"))])
+        explained = client.post("/v1/explain", files={"file": ("a.jpg", photos["jpeg"], "image/jpeg")})
+        model = client.get("/v1/model").json()  # answered by the workers that loaded the int8 file
+    assert routed.status_code == 200 and explained.status_code == 200, (routed.text, explained.text[:300])
+    assert routed.json()["images"][0]["route"] == explained.json()["route"]
+    assert explained.json()["cam"]
+    assert routed.json()["model"]["sha256"] == card["artifacts"][quantization["file"]]["sha256"]
+    assert model["serving"], model

@@ -77,6 +77,42 @@ def test_head_weights_are_the_trained_heads(random_model_dir: Path) -> None:
     np.testing.assert_allclose(out[LAST].mean(axis=(2, 3)) @ weight.T + bias, out["logits"], atol=1e-5)
 
 
+def test_a_quantised_model_is_read_dequantised(random_model_dir: Path, tmp_path: Path) -> None:
+    """An int8 QDQ file (``export.quantize``): its weights come back within half a quantisation step of the fp32
+    file's, found through the quantise-dequantise pairs around every activation, and it explains a photo."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from export.quantize import quantize_model
+    from model.config import Preprocessing
+    from service.explain import Explainer
+
+    rng = np.random.default_rng(0)
+    photos = np.kron(rng.integers(0, 256, (8, 16, 16, 3)), np.ones((1, 16, 16, 1))).astype(np.uint8)
+    int8 = quantize_model(random_model_dir / "triage.onnx", tmp_path / "int8.onnx", photos, Preprocessing())
+    stored = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(int8)).graph.initializer}
+    graph = read_onnx(int8)
+    for name, array in stored.items():  # int8 weights, uint8 zero points, int32 biases read as stored
+        assert graph.initializers[name].dtype == array.dtype and np.array_equal(graph.initializers[name], array)
+    assert {a.dtype for a in stored.values()} >= {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int32)}
+
+    fp32, quantised = Explainer.from_onnx(random_model_dir / "triage.onnx"), Explainer.from_onnx(int8)
+    assert (quantised.cam_stage, quantised.pool) == (fp32.cam_stage, fp32.pool) == (LAST, "avg")
+    convs = zip(fp32._convs, quantised._convs, strict=True)
+    pairs = [(fp32.head_w, quantised.head_w)] + [(a.weight, b.weight) for a, b in convs]
+    for exact, read in pairs:
+        step = np.abs(exact).max(axis=tuple(range(1, exact.ndim)), keepdims=True) / 127  # per output channel
+        assert np.all(np.abs(read - exact) <= step / 2 + 1e-6)
+        assert not np.array_equal(read, exact)  # really the dequantised weights, not the fp32 file's
+    assert [c.stage for c in quantised._convs] == list(NetworkConfig().stage_names)
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    x = rng.normal(size=(2, 3, 256, 256)).astype(np.float32)
+    logits, last = session.run(["logits", LAST], {"input": x})
+    pooled = last.mean(axis=(2, 3)) @ quantised.head_w.T + quantised.head_b  # the CAM's head on int8 maps
+    np.testing.assert_allclose(pooled, logits, atol=0.05 * np.abs(logits).max() + 1e-3)
+
+
 NO_TORCH = """
 import importlib.abc, sys
 from pathlib import Path
