@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 
 from model.config import CLASSES, NEEDS_REVIEW
 from service.explain_api import EXPLAIN_PATH
-from service.explain_options import FORMATS, MAX_CHANNELS
+from service.explain_options import DEFAULT_CHANNELS, FORMATS, MAX_CHANNELS
 from service.route_api import ROUTE_PATH
 
 Schema = dict[str, Any]
@@ -195,15 +195,16 @@ def _errors(*statuses: int) -> Schema:
         413: "too many bytes, pixels or photos",
         415: "not a supported image type, or a body that is neither multipart/form-data nor JSON",
         422: "an image that cannot be decoded",
-        503: "the inference workers are still loading the model",
-        408: "the request body did not arrive within the request timeout",
+        503: "not now, retry after Retry-After: the model is still loading, the endpoint's queue is full, an inference"
+        " worker was lost with the request, or the service is shutting down",
+        408: "the request body had not all arrived within the request timeout",
         504: "no answer within the request timeout",
     }
     return {str(s): _json(_ref("Error"), reasons[s]) for s in statuses}
 
 
 def _operations(max_images: int, layers: Sequence[str] | None) -> dict[str, Schema]:
-    photo_errors = _errors(400, 401, 408, 413, 415, 422, 504)
+    photo_errors = _errors(400, 401, 408, 413, 415, 422, 503, 504)
     layer_items: Schema = {"type": "string", "enum": list(layers)} if layers else {"type": "string", "minLength": 1}
     explain_options = [
         {
@@ -218,7 +219,7 @@ def _operations(max_images: int, layers: Sequence[str] | None) -> dict[str, Sche
             "name": "channels",
             "in": "query",
             "description": "top channels per stage",
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CHANNELS, "default": 6},
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CHANNELS, "default": DEFAULT_CHANNELS},
         },
         {
             "name": "format",

@@ -3,8 +3,9 @@
 In order: give the request an id (``X-Request-ID`` echoed when sane, else a new one) and echo it in the response;
 check the API key on ``/v1/*`` when one is configured (401); refuse bodies declared larger than the limit (413)
 before reading them; bound the whole ``/v1/*`` request by ``request_timeout`` (504, so no client waits forever on
-a stuck worker; 408 when it is the client's body that stopped arriving); finally count the request by endpoint
-and status, time it, and write one JSON access-log line.
+a stuck worker; 408 when it is the client's body that had not all arrived); answer 503 with ``Retry-After`` a
+request still running when a shutdown's drain time is up (the server cancels it; uvicorn would answer a plain-text
+500); finally count the request by endpoint and status, time it, and write one JSON access-log line.
 ``/health`` and ``/metrics`` never need the key: probes and scrapers carry no credentials, and neither exposes
 customer data.
 """
@@ -133,8 +134,16 @@ class RequestContextMiddleware:
                         await answer(504, "timeout", f"no answer within {self.request_timeout:g} s")
                     else:
                         await answer(
-                            408, "body_timeout", f"the request body did not arrive within {self.request_timeout:g} s"
+                            408,
+                            "body_timeout",
+                            f"the request body had not all arrived after {self.request_timeout:g} s",
                         )
+                except asyncio.CancelledError:
+                    # Cancelled from outside: the server's shutdown drain time is up and this request is still running.
+                    if response_started:
+                        raise
+                    log.error("request still running when the shutdown drain time ran out")
+                    await answer(503, "shutting_down", "the service is shutting down; retry", [(b"retry-after", b"1")])
                 finally:
                     in_flight.dec()
             else:

@@ -45,7 +45,7 @@ class _InFlight(dict[str, ResponseBufferItem]):
             item = super().get(uid)
             if item is None or item.event.is_set():
                 continue  # answered before the worker died, or not this process's request
-            error = HTTPException(503, WORKER_LOST_DETAIL)
+            error = HTTPException(503, WORKER_LOST_DETAIL, headers={"Retry-After": "1"})
             item.response = (error, LitAPIStatus.ERROR)
             if item.response_queue is not None:
                 item.response_queue.append((error, LitAPIStatus.ERROR))

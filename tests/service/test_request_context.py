@@ -110,3 +110,37 @@ def test_key_matches() -> None:
     assert not key_matches("", "abc")
     assert not key_matches(None, "abc")
     assert key_matches("ключ", "ключ")
+
+
+def test_a_request_cancelled_by_the_shutdown_is_answered_503(metrics_dir: Path) -> None:
+    """uvicorn cancels what still runs when the drain time is up; the client gets a JSON 503 to retry elsewhere, not
+    uvicorn's plain-text 500."""
+    import json
+
+    running = asyncio.Event()
+
+    async def stuck(scope: dict, receive: object, send: object) -> None:
+        running.set()
+        await asyncio.sleep(30)
+
+    middleware = RequestContextMiddleware(
+        stuck, api_key=None, max_body_bytes=1000, request_timeout=10.0, endpoints={"/v1/stuck"}
+    )
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        scope = {"type": "http", "path": "/v1/stuck", "method": "POST", "headers": []}
+        task = asyncio.create_task(middleware(scope, receive, send))
+        await running.wait()
+        task.cancel()
+        await task  # answered, not re-raised: uvicorn has nothing left to send
+
+    asyncio.run(main())
+    assert sent[0]["status"] == 503 and (b"retry-after", b"1") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"]) == {"detail": "the service is shutting down; retry"}

@@ -347,6 +347,8 @@ def test_a_killed_inference_worker_is_restarted_in_place(
         started = time.monotonic()
         try:
             response = httpx.post(served.url + "/v1/route", files=files, timeout=timeout + 30)
+            retry = response.headers.get("retry-after")
+            assert (retry == "1") == (response.status_code == 503), (response.status_code, response.headers)
             return response.status_code, time.monotonic() - started, response.text
         except httpx.TransportError as exc:
             return repr(exc), time.monotonic() - started, ""

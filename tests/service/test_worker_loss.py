@@ -56,6 +56,7 @@ def test_only_the_named_requests_still_waiting_get_503() -> None:
     for uid in ("a", "stream"):
         error, status = buffer[uid].response
         assert isinstance(error, HTTPException) and error.status_code == 503 and error.detail == WORKER_LOST_DETAIL
+        assert error.headers == {"Retry-After": "1"}
         assert status == LitAPIStatus.ERROR and buffer[uid].event.is_set()
     assert list(buffer["stream"].response_queue) == [buffer["stream"].response]
     assert buffer["done"].response == ("answer", LitAPIStatus.OK)
