@@ -84,10 +84,13 @@ RUN groupadd --system --gid 10001 triage \
 COPY --from=venv-cpu /opt/venv /opt/venv
 WORKDIR /app
 COPY artifacts/triage.onnx artifacts/model_card.json /app/artifacts/
+# HOME=/tmp: ONNX Runtime keeps a small cache under $HOME, and /tmp is the one writable path under Kubernetes'
+# read-only root file system (the user has no home directory).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/triage-metrics
+    PROMETHEUS_MULTIPROC_DIR=/tmp/triage-metrics \
+    HOME=/tmp
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
@@ -104,12 +107,15 @@ COPY --from=venv-gpu /opt/python /opt/python
 COPY --from=venv-gpu /opt/venv /opt/venv
 WORKDIR /app
 COPY artifacts/triage.onnx artifacts/model_card.json /app/artifacts/
+# HOME=/tmp: ONNX Runtime keeps a small cache under $HOME, and /tmp is the one writable path under Kubernetes'
+# read-only root file system (the user has no home directory).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/triage-metrics \
     NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    HOME=/tmp
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \

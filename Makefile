@@ -1,5 +1,7 @@
 # The README's two commands: `make serve` and `make test`. Both create .venv on first use.
 PY := .venv/bin/python
+# The project needs Python 3.11 (the local torch wheels are built for it): prefer python3.11 where python3 is newer.
+PYTHON ?= $(shell command -v python3.11 || echo python3)
 PIP := $(PY) -m pip
 
 .PHONY: serve test lint train export parity
@@ -9,7 +11,7 @@ PIP := $(PY) -m pip
 LOCK := requirements/serving.lock
 
 .venv/serving.stamp: pyproject.toml $(LOCK)
-	python3 -m venv .venv
+	$(PYTHON) -m venv .venv
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c $(LOCK) -e .
 	touch $@

@@ -26,6 +26,10 @@ class FormError(ValueError):
     """The body is not the ``multipart/form-data`` it claims to be (a 400 for the whole request)."""
 
 
+class TooManyParts(FormError):
+    """More parts than ``FormLimits.max_parts`` (a 413, as too many photos are)."""
+
+
 class PartWriter(Protocol):
     """Where one photo part's bytes go as they arrive."""
 
@@ -113,7 +117,7 @@ class _Reader:
     def on_part_begin(self) -> None:
         self._parts += 1
         if self._parts > self.limits.max_parts:
-            raise FormError(f"more than {self.limits.max_parts} parts in one request")
+            raise TooManyParts(f"more than {self.limits.max_parts} parts in one request")
         self._disposition, self._is_file, self._filename, self._size, self._writer = b"", False, None, 0, None
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
 
+    @field_validator("api_key")
+    @classmethod
+    def _key_fits_a_header(cls, value: SecretStr | None) -> SecretStr | None:
+        # HTTP header values arrive as bytes read as Latin-1; a key outside printable ASCII could never match.
+        if value is not None and not all(33 <= ord(c) <= 126 for c in value.get_secret_value()):
+            raise ValueError("the API key must be printable ASCII without spaces (it travels in an HTTP header)")
+        return value
+
     @model_validator(mode="after")
     def _check_timeouts(self) -> Settings:
         if self.batch_timeout >= self.request_timeout:
@@ -85,5 +93,8 @@ class Settings(BaseSettings):
 
     @property
     def max_request_bytes(self) -> int:
-        """The largest HTTP body: every photo at its limit, base64-inflated, plus room for the envelope."""
-        return self.max_images * (self.max_bytes * 4 // 3 + 4) + MIB
+        """The largest HTTP body: every photo at its limit in base64 wrapped at 76 characters with escaped CRLF line
+        ends (4 more bytes per line) and escaped slashes (``\\/``, a 64th of the characters), plus room for the
+        envelope."""
+        encoded = self.max_bytes * 4 // 3 + 4
+        return self.max_images * (encoded + encoded * 4 // 76 + encoded // 64 + 4) + MIB

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
 
-from service.form_stream import FormError, FormLimits, MemoryWriter, PartWriter, read_file_parts
+from service.form_stream import FormError, FormLimits, MemoryWriter, PartWriter, TooManyParts, read_file_parts
 from service.intake import IntakeError
 
-_DATA_URI = re.compile(r"^data:[\w.+/-]*;base64,", re.IGNORECASE)
+_DATA_URI = re.compile(r"^data:[\w.+/-]*(?:;[\w.+-]+=[^;,]*)*;base64,", re.IGNORECASE)  # RFC 2397 parameters
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ async def _read_multipart(
     async with aclosing(request.stream()) as stream:
         try:
             parts, count = await read_file_parts(request.headers["content-type"], stream, form_limits, new_writer)
+        except TooManyParts as exc:
+            raise reject(request, 413, "too_many_images", str(exc)) from exc
         except FormError as exc:
             raise reject(request, 400, "malformed_request", str(exc)) from exc
     try:

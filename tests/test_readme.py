@@ -90,8 +90,15 @@ def test_readme_curl_routes_a_sample_through_a_real_service(tmp_path: Path) -> N
     photo = Path(command[command.index("-F") + 1].split("@", 1)[1])
     assert answer["route"] in (photo.parent.name, "needs_review")
     assert max(answer["probabilities"], key=answer["probabilities"].get) == photo.parent.name
-    assert answer["model"]["sha256"] == read_card(ARTIFACTS / CARD_NAME)["artifacts"]["triage.onnx"]["sha256"]
+    card = read_card(ARTIFACTS / CARD_NAME)
+    assert answer["model"]["sha256"] == card["artifacts"]["triage.onnx"]["sha256"]
     assert answer["device"] == "cpu" or answer["device"].startswith("cuda")
+    # The answer the README shows is this one (numbers shortened as it says), with the card's review threshold.
+    (shown,) = [block for block in code_blocks("json") if '"route"' in block]
+    assert f'"route": "{answer["route"]}", "confidence": {answer["confidence"]:.3f}' in shown
+    assert f'"sha256": "{answer["model"]["sha256"][:8]}..."' in shown
+    threshold = card["calibration"]["review_threshold"]
+    assert f"({answer['confidence']:.3f}, above the review threshold of {threshold:.3f})" in README
 
 
 @pytest.mark.parametrize("split", ["test", "shifted"])
@@ -117,3 +124,12 @@ def test_readme_quantisation_figures_are_the_cards(variant: str) -> None:
         f"{measured['batch8_ms']:.2f}",
         f"{measured['bytes'] / 1e6:.2f}",
     ]
+
+
+def test_readme_and_deploy_name_every_setting() -> None:
+    from service.settings import Settings
+
+    deploy = (ROOT / "docs" / "DEPLOY.md").read_text()
+    for name in Settings.model_fields:
+        variable = f"TRIAGE_{name.upper()}"
+        assert f"`{variable}`" in README and f"`{variable}`" in deploy, variable

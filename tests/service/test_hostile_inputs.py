@@ -20,13 +20,14 @@ import httpx
 import pytest
 
 from model.config import CLASSES, NEEDS_REVIEW
+from service.settings import Settings
 from tests.service.hostile_corpus import Case, Kit, Part, build_corpus, multipart
 from tests.service.test_serve_e2e import Served, start, stop
 
 KEY = "hostile-key"
 MAX_BYTES = 1024 * 1024
 MAX_IMAGES = 10
-MAX_REQUEST_BYTES = MAX_IMAGES * (MAX_BYTES * 4 // 3 + 4) + MAX_BYTES  # Settings.max_request_bytes
+MAX_REQUEST_BYTES = Settings(max_bytes=MAX_BYTES, max_images=MAX_IMAGES).max_request_bytes
 ROUTES = {*CLASSES, NEEDS_REVIEW}
 ENDPOINTS = {"route": "/v1/route", "explain": "/v1/explain"}
 MIB = 1024 * 1024

@@ -39,6 +39,27 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.max_request_bytes > settings.max_images * settings.max_bytes
 
 
+def test_the_body_limit_holds_ten_photos_in_wrapped_escaped_base64() -> None:
+    """Ten photos at the byte limit, base64 in 76-character lines with CRLF ends, inside JSON whose encoder escapes
+    slashes: the body still fits the limit."""
+    import base64
+    import json
+
+    import numpy as np
+
+    settings = Settings(max_bytes=2 * 1024 * 1024, max_images=10)  # the excess outgrows the envelope allowance
+    photo = np.random.default_rng(0).integers(0, 256, settings.max_bytes, dtype=np.uint8).tobytes()
+    wrapped = base64.encodebytes(photo).decode().replace("\n", "\r\n")
+    body = json.dumps({"images": [wrapped] * settings.max_images}).replace("/", "\\/")
+    assert settings.max_images * settings.max_bytes * 4 // 3 < len(body) <= settings.max_request_bytes
+
+
+@pytest.mark.parametrize("key", ["clé", "two words", "tab\tkey"])
+def test_an_api_key_no_header_could_carry_is_refused(key: str) -> None:
+    with pytest.raises(ValidationError, match="printable ASCII"):
+        Settings(api_key=key)
+
+
 def test_empty_api_key_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIAGE_API_KEY", "")
     assert Settings().api_key is None

@@ -3,6 +3,7 @@ fields, and base64 that is not even ASCII."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from typing import Annotated
@@ -78,3 +79,18 @@ def test_broken_multipart_framing_is_a_400_with_the_reason() -> None:
     answer = TestClient(app).post("/echo", content=body, headers={"content-type": "multipart/form-data; boundary=xyz"})
     assert answer.status_code == 400
     assert answer.json()["detail"]
+
+
+def test_more_parts_than_the_limit_are_413_like_too_many_photos() -> None:
+    """Eleven ``file`` parts and a hundred and eleven are both too many photos: one status for both."""
+    limits = UploadLimits()
+    client = TestClient(echo_app())
+    for count in (limits.max_images + 1, limits.max_images + 101):
+        answer = client.post("/echo", files=[("file", (f"{i}.jpg", b"\xff\xd8")) for i in range(count)])
+        assert answer.status_code == 413, (count, answer.text)
+
+
+@pytest.mark.parametrize("prefix", ["data:image/jpeg;base64,", "data:image/jpeg;charset=binary;name=a.jpg;base64,"])
+def test_data_uris_with_parameters_are_read(prefix: str) -> None:
+    photo = os.urandom(300)
+    assert _decode_base64(prefix + base64.b64encode(photo).decode(), UploadLimits()).data == photo
