@@ -96,15 +96,14 @@ def routing_report(probs: np.ndarray, labels: np.ndarray, threshold: float) -> d
 
 def review_threshold(probs: np.ndarray, labels: np.ndarray, target_precision: float = 0.99) -> float:
     """The lowest confidence threshold at which, for every class, photos auto-routed to it are at least
-    ``target_precision`` correct (so coverage is as high as that allows). Never below 0.5."""
+    ``target_precision`` correct (so coverage is as high as that allows). Never below 0.5; above 1 (nothing is
+    routed automatically, ``conf >= threshold`` never holds) when no threshold reaches the target."""
     conf = probs.max(axis=1)
     pred = probs.argmax(axis=1)
     correct = pred == labels
-    for t in np.unique(np.concatenate([[0.5], conf])):
+    for t in np.unique(np.concatenate([[0.5], conf[conf >= 0.5]])):
         routed = conf >= t
-        if not routed.any():
-            return float(t)
         ok = all(correct[routed & (pred == c)].mean() >= target_precision for c in np.unique(pred[routed]))
         if ok:
             return float(t)
-    return 1.0
+    return float(np.nextafter(1.0, 2.0))

@@ -90,3 +90,28 @@ def test_onnx_metadata_matches_the_card(card: dict) -> None:
     assert json.loads(meta["preprocessing"]) == card["preprocessing"]
     assert json.loads(meta["classes"]) == card["classes"]
     assert meta["version"] == card["version"]
+    assert json.loads(meta["network"]) == card["network"]
+
+
+def test_card_calibration_is_recomputed_from_the_validation_split(card: dict) -> None:
+    """Temperature, review threshold and validation ECE: fitted on the regenerated validation split with the shipped
+    file's logits, they are the card's (the threshold on calibrated probabilities, as routing applies it)."""
+    import onnxruntime as ort
+
+    from model.config import Preprocessing
+    from model.data import synthetic_split
+    from model.metrics import expected_calibration_error, fit_temperature, review_threshold, softmax
+    from model.preprocess import normalize
+
+    spec = Preprocessing.from_dict(card["preprocessing"])
+    calibration = card["calibration"]
+    val = synthetic_split("val", card["metrics"]["val"]["n"], spec, seed=card["training"]["seed"])
+    session = ort.InferenceSession(str(ARTIFACTS / ONNX_NAME), providers=["CPUExecutionProvider"])
+    batches = [normalize(val.pixels[i : i + 100], spec) for i in range(0, len(val), 100)]
+    logits = np.concatenate([session.run(["logits"], {"input": x})[0] for x in batches]).astype(np.float64)
+    temperature = fit_temperature(logits, val.labels)
+    assert temperature == pytest.approx(calibration["temperature"], rel=1e-4)
+    probs = softmax(logits, calibration["temperature"])
+    threshold = review_threshold(probs, val.labels, calibration["target_precision"])
+    assert threshold == pytest.approx(calibration["review_threshold"], abs=1e-4)
+    assert expected_calibration_error(probs, val.labels) == pytest.approx(card["metrics"]["val"]["ece"], abs=1e-4)

@@ -62,3 +62,18 @@ def test_review_threshold_is_the_lowest_that_reaches_the_precision_target() -> N
     per_class = [(labels[mask & (pred == c)] == c).mean() for c in (0, 1)]
     assert min(per_class) < 0.99
     assert 0 < routed["coverage"] < 1
+
+
+def test_review_threshold_never_goes_below_one_half_with_three_classes() -> None:
+    probs = np.array([[0.34, 0.33, 0.33], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]])
+    assert review_threshold(probs, np.array([0, 1, 2]), 0.99) == 0.5  # every routed photo right: the floor
+
+
+def test_a_review_threshold_no_photo_reaches_routes_nothing() -> None:
+    """Even a photo at probability exactly 1.0 is wrong here, so no threshold reaches 99%: nothing auto-routes."""
+    probs = softmax(np.array([[40.0, 0.0], [2.0, 0.0], [0.0, 3.0]]))
+    labels = np.array([1, 0, 1])
+    assert probs[0, 0] == 1.0
+    t = review_threshold(probs, labels, 0.99)
+    assert t > 1.0
+    assert routing_report(probs, labels, t)["coverage"] == 0.0

@@ -33,7 +33,7 @@ def test_training_writes_a_card_with_calibration_metrics_and_hashes(tiny_run: Pa
     card = json.loads((tiny_run / CARD_NAME).read_text())
     assert card["classes"] == list(CLASSES)
     assert card["calibration"]["temperature"] > 0
-    assert 0.5 <= card["calibration"]["review_threshold"] <= 1.0
+    assert 0.5 <= card["calibration"]["review_threshold"] <= np.nextafter(1.0, 2.0)  # above 1: nothing auto-routes
     for split in ("test", "shifted"):
         assert set(card["metrics"][split]) >= {"accuracy", "per_class", "confusion", "ece", "routing"}
     for name in (CHECKPOINT_NAME, ONNX_NAME):
@@ -213,3 +213,24 @@ def test_a_split_with_twins_pairs_each_twin_with_the_damaged_photo_before_it() -
     assert np.array_equal(twinned.pixels[3], prepare(twin.encode(), spec).pixels)
     assert not np.array_equal(twinned.pixels[3], plain.pixels[3])
     assert twinned.crack_cells[3].sum() == 0 and twinned.crack_cells[2].sum() > 0
+
+
+def test_training_batches_are_normalised_as_serving_normalises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the augmentation drawn to do nothing, a training batch is exactly what ``normalize`` gives the same
+    photos at eval time (and serving): the same mean, std and layout."""
+    import torch
+
+    from model import train
+    from model.augment import Jitter, draw
+    from model.data import ArrayDataset
+    from model.preprocess import normalize
+
+    monkeypatch.setattr(train, "draw", lambda n, generator: draw(n, generator, Jitter(0.0, 0.0, 0.0, flip=False)))
+    spec = Preprocessing()
+    rng = np.random.default_rng(3)
+    data = ArrayDataset(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), np.arange(8) % 2, "test")
+    (x, labels, cells), *_ = train.training_batches(data, spec, 4, torch.Generator().manual_seed(0))
+    order = torch.randperm(8, generator=torch.Generator().manual_seed(0)).numpy()
+    idx = np.sort(order[:4])
+    np.testing.assert_allclose(x.numpy(), normalize(data.pixels[idx], spec), rtol=0, atol=2e-6)
+    assert labels.tolist() == data.labels[idx].tolist() and cells is None
