@@ -154,3 +154,42 @@ def test_stress_inputs_cover_the_normalised_range() -> None:
     np.testing.assert_allclose(inputs["white"][:, 0, 0], hi, rtol=1e-6)
     assert np.abs(inputs["pad-colour"]).max() < 0.01 and not inputs["zeros"].any()
     assert set(np.unique(inputs["checker-1"][0])) == {np.float32(lo[0]), np.float32(hi[0])}
+
+
+@pytest.mark.parametrize("engine", ["numpy", "onnx-reference"])
+def test_each_engine_really_runs_a_wrong_one_fails_only_its_pairs(
+    exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    """One engine made wrong on its own (stage3 and everything after it shifted by 1e-3): exactly the comparisons
+    with that engine fail, so no engine's results can stand in for another's."""
+    import export.parity as parity
+
+    def shifted(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: v + 1e-3 if k in ("logits", "stage3", "stage4", "stage5") else v for k, v in outputs.items()}
+
+    if engine == "numpy":
+        forward = NumpyTriageNet.forward
+
+        def wrong_forward(self: NumpyTriageNet, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+            logits, maps = forward(self, x)
+            out = shifted({"logits": logits, **maps})
+            return out.pop("logits"), out
+
+        monkeypatch.setattr(NumpyTriageNet, "forward", wrong_forward)
+    else:
+
+        class WrongReference(parity.ReferenceEvaluator):
+            def run(self, *args: object, **kwargs: object) -> list[np.ndarray]:
+                outputs = super().run(*args, **kwargs)
+                return list(shifted(dict(zip(self.output_names, outputs, strict=True))).values())
+
+        monkeypatch.setattr(parity, "ReferenceEvaluator", WrongReference)
+    ckpt, model = exported
+    report = run_parity(ckpt, model, default_inputs(CONFIG.preprocessing, synth=0), providers=["CPUExecutionProvider"])
+    failed = {(c.output, c.a, c.b) for c in report.comparisons if not c.passed}
+    expected = {
+        (c.output, c.a, c.b)
+        for c in report.comparisons
+        if engine in (c.a, c.b) and c.output in ("logits", "stage3", "stage4", "stage5")
+    }
+    assert expected and failed == expected

@@ -97,6 +97,45 @@ def test_analytic_boxes_equal_gradient_support_for_every_stage() -> None:
             assert np.array_equal(grown, box_mask(grown.shape, unclipped, margin)), (stage, y, x)
 
 
+DILATED = NetworkConfig(
+    stages=(
+        Stage("stage1", 4, stride=2, pool=0),
+        Stage("stage2", 4, padding=2, dilation=2),
+        Stage("stage3", 4, kernel=5, padding=3, dilation=3, pool=0),
+    ),
+    preprocessing=Preprocessing(size=40),
+)
+
+
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def test_dilated_fields_span_exactly_what_the_cells_depend_on() -> None:
+    """With dilation a cell's support has holes; the analytic box must be its bounding box (start and size both
+    scale with dilation), measured on an input grown so that no box is clipped."""
+    fields = stage_fields(DILATED)
+    size = DILATED.preprocessing.size
+    margin = 64
+    assert all(margin % f.jump == 0 and margin >= -f.first_edge for f in fields.values())
+    proxy, marks = geometry_proxy(DILATED, seed=1)
+    big = torch.randn(1, 3, size + 2 * margin, size + 2 * margin, dtype=torch.float64)
+    for stage, field in fields.items():
+        assert field.start == field.first_edge + field.size / 2  # the centre, where the measured box puts it
+        for y, x in probe_cells(field.out_size):
+            cell = cell_field(DILATED, stage, y, x)
+            shift = margin // field.jump
+            support = gradient_support(proxy, marks[stage], big, y + shift, x + shift)
+            x0, y0, x1, y1 = bounding_box(support)
+            assert (x0 - margin, y0 - margin, x1 - margin, y1 - margin) == (
+                cell.box.x0,
+                cell.box.y0,
+                cell.box.x1,
+                cell.box.y1,
+            ), (stage, y, x)
+
+
 def test_real_network_gradient_support_stays_inside_the_box() -> None:
     """With ReLU and max-pool the per-input support is a subset of the box (never outside it) and non-empty."""
     torch.manual_seed(1)
