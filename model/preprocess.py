@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from model.config import Preprocessing
 
@@ -123,6 +123,28 @@ def draft_size(width: int, height: int, draft_to: int, rule: str) -> tuple[int, 
     return math.ceil(width * scale), math.ceil(height * scale)
 
 
+# How each EXIF orientation is undone (what ``ImageOps.exif_transpose`` does, which raises on a malformed tag).
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation, 1-8; 1 (as stored) when the tag is missing or unusable (text, NaN, out of range):
+    a malformed tag does not make the pixels unreadable."""
+    try:
+        value = int(image.getexif().get(0x0112, 1) or 1)
+    except (TypeError, ValueError, OverflowError):
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
 def decode_photo(data: bytes, *, draft_to: int | None = None, draft: str = "square") -> Photo:
     """Decode image bytes into an upright RGB photo.
 
@@ -131,15 +153,15 @@ def decode_photo(data: bytes, *, draft_to: int | None = None, draft: str = "squa
     """
     image = Image.open(io.BytesIO(data))
     fmt = image.format
-    orientation = int(image.getexif().get(0x0112, 1) or 1)
+    orientation = exif_orientation(image)
     full_w, full_h = image.size
     if orientation in _ROTATING_ORIENTATIONS:
         full_w, full_h = full_h, full_w
     if draft_to is not None and fmt == "JPEG":
         image.draft("RGB", draft_size(*image.size, draft_to, draft))
     image.load()
-    upright = ImageOps.exif_transpose(image)
-    return Photo(to_rgb(upright), full_w, full_h, orientation if 1 <= orientation <= 8 else 1, fmt)
+    upright = image.transpose(_TRANSPOSES[orientation]) if orientation in _TRANSPOSES else image
+    return Photo(to_rgb(upright), full_w, full_h, orientation, fmt)
 
 
 def letterbox(photo: Photo, spec: Preprocessing) -> tuple[np.ndarray, Letterbox]:

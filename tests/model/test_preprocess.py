@@ -200,3 +200,32 @@ def test_letterbox_pads_with_the_mean_colour_which_normalises_to_about_zero() ->
     tensor = normalize(pixels, SPEC)
     assert float(np.abs(tensor[:, 0, :]).max()) < 0.01  # top padding row
     assert float(np.abs(tensor[:, geo.pad_y + 40, :]).max()) > 0.5  # photo content
+
+
+def _exif_with_orientation(kind: int, payload: bytes) -> bytes:
+    """Raw EXIF (little-endian TIFF) whose only tag is Orientation with the given TIFF type and value bytes."""
+    import struct
+
+    count = len(payload) if kind == 2 else 1
+    inline = len(payload) <= 4
+    value = payload.ljust(4, b"\0") if inline else struct.pack("<I", 8 + 2 + 12 + 4)
+    ifd = struct.pack("<H", 1) + struct.pack("<HHI", 0x0112, kind, count) + value + struct.pack("<I", 0)
+    return b"Exif\0\0" + b"II*\0" + struct.pack("<I", 8) + ifd + (b"" if inline else payload)
+
+
+@pytest.mark.parametrize(
+    "kind, payload",
+    [(2, b"abc\0"), (5, bytes(8)), (7, b"\x06"), (3, (9).to_bytes(2, "little"))],
+    ids=["text", "rational-0/0", "undefined-bytes", "out-of-range"],
+)
+def test_a_malformed_orientation_tag_leaves_the_photo_as_stored(kind: int, payload: bytes) -> None:
+    """An unusable EXIF orientation (text, NaN, raw bytes, 9) is read as 1: the pixels are decoded as stored instead
+    of the photo being refused."""
+    pixels = np.random.default_rng(5).integers(0, 256, (20, 40, 3), dtype=np.uint8)
+    plain, tagged = io.BytesIO(), io.BytesIO()
+    Image.fromarray(pixels).save(plain, "PNG")
+    Image.fromarray(pixels).save(tagged, "PNG", exif=_exif_with_orientation(kind, payload))
+    assert Image.open(io.BytesIO(tagged.getvalue())).getexif().get(0x0112) is not None
+    photo = decode_photo(tagged.getvalue())
+    assert photo.orientation == 1
+    np.testing.assert_array_equal(np.asarray(photo.image), np.asarray(decode_photo(plain.getvalue()).image))
