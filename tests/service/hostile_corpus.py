@@ -326,7 +326,7 @@ def build_corpus(kit: Kit, *, max_bytes: int, max_images: int, max_request_bytes
     )
     add("request: multipart field 'photo', no 'file' part", 400, 400, mp(Part(jpeg, name="photo")))
     many_fields = [Part(b"x", filename=None, content_type=None, name=f"f{i}") for i in range(max_images + 150)]
-    add("request: too many form fields", 400, 400, multipart([Part(jpeg), *many_fields]))
+    add("request: too many form fields", 413, 413, multipart([Part(jpeg), *many_fields]))
     add("request: truncated multipart body", 400, 400, (body[: len(body) // 2], headers))
 
     # Counts and sizes.

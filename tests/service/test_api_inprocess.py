@@ -157,6 +157,7 @@ def _error_cases(photos: dict[str, bytes], kit: Any) -> dict[str, tuple[int, dic
     jpeg, png = photos["jpeg"], photos["png"]
     noise = kit.encode(kit.scene(700, 700, seed=9).effect_spread(3), "PNG")
     assert len(noise) > MAX_BYTES
+    over = Settings(max_bytes=MAX_BYTES, max_images=4).max_request_bytes + 1  # the served fixture's limits
     return {
         "malformed json": (400, {"content": b'{"images": [', "headers": {"content-type": "application/json"}}),
         "wrong json schema": (400, {"json": {"photos": [b64(jpeg)]}}),
@@ -170,8 +171,8 @@ def _error_cases(photos: dict[str, bytes], kit: Any) -> dict[str, tuple[int, dic
         "too many photos": (413, {"files": [("file", (f"{i}.jpg", jpeg)) for i in range(5)]}),
         "photo over the byte limit": (413, {"files": [("file", ("big.png", noise))]}),
         "photo over the pixel limit": (413, {"files": [("file", ("bomb.png", kit.png_header_only(3000, 3000)))]}),
-        "body over the request limit": (413, {"content": b"x" * 3_300_000, "headers": {"content-type": "image/png"}}),
-        "chunked body over the request limit": (413, {"content": (b"x" * 100_000 for _ in range(33))}),
+        "body over the request limit": (413, {"content": b"x" * over, "headers": {"content-type": "image/png"}}),
+        "chunked body over the request limit": (413, {"content": (b"x" * 100_000 for _ in range(over // 100_000 + 1))}),
         "not an image": (415, {"files": [("file", ("notes.txt", b"just some text"))]}),
         "unsupported content type": (415, {"content": jpeg, "headers": {"content-type": "image/jpeg"}}),
         "truncated photo": (422, {"files": [("file", ("cut.png", png[: len(png) // 3]))]}),
