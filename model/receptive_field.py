@@ -12,8 +12,10 @@ updates::
 and the output length is ``floor((H + 2p - d (k - 1) - 1) / s) + 1``. Cell ``i`` is centred at
 ``start + i * jump`` and its box is ``[start + i * jump - r / 2, start + i * jump + r / 2)``, whose edges are whole
 numbers (``first_edge`` tracks the left edge of cell 0 with ``first_edge_out = first_edge_in - p * jump_in``).
-ReLU and batch-norm are pointwise and leave all of this unchanged. The box is the set of pixels a cell *can*
-depend on; for a given input, ReLU zeros and max-pool winners use a subset of it.
+ReLU and batch-norm are pointwise and leave all of this unchanged. Without dilation the box is the set of pixels a
+cell *can* depend on; for a given input, ReLU zeros and max-pool winners use a subset of it. With dilation that set
+is a lattice with holes and the box its bounding box; clipped to the input, the box may then keep a border strip
+no tap reaches (the shipped network has no dilation).
 
 The unclipped box may extend past the input (into the zero padding); the clipped box is its intersection with
 the input. ``cell_field_in_photo`` maps a box to the upright uploaded photo through the letterbox geometry (the
