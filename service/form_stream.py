@@ -20,6 +20,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 FILE_FIELD = "file"
+PREAMBLE_BYTES = 64 * 1024  # the most text before the first boundary line that is looked through
 
 
 class FormError(ValueError):
@@ -169,6 +170,30 @@ class _Reader:
         return {f"on_{name}": getattr(self, f"on_{name}") for name in (*names, "part_end")}
 
 
+async def _without_preamble(stream: AsyncIterator[bytes], boundary: bytes, limit: int) -> AsyncIterator[bytes]:
+    """``stream`` from its first boundary line on: RFC 2046 lets a body open with a preamble (text for mail readers),
+    which python-multipart refuses. Up to ``limit`` bytes of it are looked through."""
+    delimiter = b"--" + boundary
+    head: bytes | None = b""
+    async for chunk in stream:
+        if head is None:
+            yield chunk
+            continue
+        head = head + chunk if head else chunk
+        if head.startswith(delimiter):
+            start = 0
+        else:
+            found = head.find(b"\r\n" + delimiter)
+            start = found + 2 if found >= 0 else -1
+        if start > limit or (start < 0 and len(head) > limit):
+            raise FormError(f"no multipart boundary line within the first {limit} bytes of the body")
+        if start >= 0:
+            yield head[start:]
+            head = None
+    if head:
+        yield head  # no boundary at all: the parser says so
+
+
 async def read_file_parts(
     content_type: str, stream: AsyncIterator[bytes], limits: FormLimits, new_writer: Callable[[], PartWriter]
 ) -> tuple[list[FilePart], int]:
@@ -186,7 +211,7 @@ async def read_file_parts(
     try:
         try:
             parser = MultipartParser(boundary, reader.callbacks())
-            async for chunk in stream:
+            async for chunk in _without_preamble(stream, boundary, PREAMBLE_BYTES):
                 parser.write(chunk)
         except FormParserError as exc:
             raise FormError(f"invalid multipart body: {exc}") from exc

@@ -78,6 +78,20 @@ def test_file_parts_arrive_exactly_whatever_the_chunking(parts: list, cuts: list
     assert [(p.filename, p.data, p.size, p.shared) for p in kept] == [(f, d, len(d), None) for f, d in files]
 
 
+@settings(max_examples=100, deadline=None)
+@given(preamble=part_bytes, cuts=st.lists(st.integers(0, 1500), max_size=8))
+def test_a_preamble_before_the_first_boundary_is_skipped(preamble: bytes, cuts: list[int]) -> None:
+    """RFC 2046: text before the first boundary line (ending in its CRLF) is not part of any part."""
+    photo = ("file", "a.jpg", b"\xff\xd8 photo bytes " * 30)
+    kept, count = read(preamble + b"\r\n" + body([photo, ("note", None, b"n")]), cuts)
+    assert count == 1 and [(p.filename, p.data) for p in kept] == [("a.jpg", photo[2])]
+
+
+def test_a_preamble_without_end_is_a_form_error() -> None:
+    with pytest.raises(FormError, match="no multipart boundary line within the first 65536 bytes"):
+        read(b"x" * 70_000 + body([GOOD]), cuts=[30_000, 60_000])
+
+
 def test_parts_past_the_file_limit_are_counted_not_kept() -> None:
     limits = FormLimits(max_files=2, max_parts=20, max_bytes=10_000)
     kept, count = read(body([("file", f"{i}.jpg", bytes([i]) * 50) for i in range(4)]), limits=limits)
