@@ -39,10 +39,29 @@ def max_logit_difference(net: TriageNet, onnx_path: Path, batch: np.ndarray) -> 
     return float(np.abs(onnx_logits - torch_logits).max())
 
 
+class ExportError(ValueError):
+    """The checkpoint has no model card of its own to export with."""
+
+
+def checkpoint_card(checkpoint: Path, out: Path) -> dict[str, Any]:
+    """The model card written with ``checkpoint`` (its calibration, metrics and preprocessing): ``out``'s card if it
+    records this checkpoint's sha256, else the one beside the checkpoint if that does. A card describing another
+    checkpoint is never used: the ONNX file would carry another model's calibration."""
+    digest = sha256_file(checkpoint)
+    looked = []
+    for path in dict.fromkeys((out / CARD_NAME, checkpoint.parent / CARD_NAME)):
+        if path.exists():
+            card = read_card(path)
+            if any(entry.get("sha256") == digest for entry in card.get("artifacts", {}).values()):
+                return card
+        looked.append(str(path))
+    raise ExportError(f"no model card records {checkpoint}'s sha256 {digest[:12]}... (looked at {', '.join(looked)})")
+
+
 def export_artifacts(checkpoint: Path, out: Path) -> dict[str, Any]:
     """Write ``out/triage.onnx`` from ``checkpoint`` and record it in ``out/model_card.json``."""
-    card_path = out / CARD_NAME
-    card = read_card(card_path) if card_path.exists() else read_card(checkpoint.parent / CARD_NAME)
+    card = checkpoint_card(checkpoint, out)
+    out.mkdir(parents=True, exist_ok=True)
     net = load_torch_model(checkpoint)
     onnx_path = out / ONNX_NAME
     metadata = {

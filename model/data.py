@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from model.config import CLASSES, Preprocessing
 from model.crack_cells import CELL_PX, crack_cells
@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 
 # Seed ranges per split: photo i of a split with training seed s uses SPLIT_OFFSETS[split] + s * 1_000_000 + i.
 SPLIT_OFFSETS = {"train": 0, "val": 1_000_000_000, "test": 2_000_000_000, "shifted": 3_000_000_000}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}  # what the service accepts
+OTHER_IMAGE_SUFFIXES = {".bmp", ".gif", ".tif", ".tiff", ".avif"}  # reported as skipped: the service refuses them
+
+
+class DataError(ValueError):
+    """A photo folder that cannot be trained on (missing or empty class folders, nothing readable)."""
 
 
 @dataclass(frozen=True)
@@ -129,10 +134,11 @@ def synthetic_split(
 def _class_files(root: Path) -> Iterable[tuple[Path, int]]:
     missing = [c for c in CLASSES if not (root / c).is_dir()]
     if missing:
-        raise FileNotFoundError(f"{root} must hold one folder per class {list(CLASSES)}; missing {missing}")
+        raise DataError(f"{root} must hold one folder per class {list(CLASSES)}; missing {missing}")
     for label, name in enumerate(CLASSES):
         for path in sorted((root / name).rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            suffix = path.suffix.lower()
+            if path.is_file() and (suffix in IMAGE_SUFFIXES or suffix in OTHER_IMAGE_SUFFIXES):
                 yield path, label
 
 
@@ -143,13 +149,17 @@ def image_folder(root: Path, spec: Preprocessing) -> tuple[ArrayDataset, list[tu
     """
     pixels, labels, skipped = [], [], []
     for path, label in _class_files(root):
+        if path.suffix.lower() in OTHER_IMAGE_SUFFIXES:
+            skipped.append((path, "not JPEG, PNG, WebP or HEIC/HEIF, which is all the service accepts"))
+            continue
         try:
             pixels.append(prepare(path.read_bytes(), spec).pixels)
             labels.append(label)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
             skipped.append((path, f"{type(exc).__name__}: {exc}"))
-    if not labels:
-        raise ValueError(f"no readable photos under {root} ({len(skipped)} unreadable)")
+    empty = [name for k, name in enumerate(CLASSES) if k not in labels]
+    if empty:
+        raise DataError(f"no readable photos in {[str(root / name) for name in empty]} ({len(skipped)} unreadable)")
     size = spec.size
     stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
     return ArrayDataset(stacked, np.asarray(labels, dtype=np.int64), f"folder:{root}"), skipped

@@ -20,9 +20,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import pillow_heif
 from PIL import Image
 
 from model.config import Preprocessing
+
+pillow_heif.register_heif_opener()  # HEIC/HEIF photos decode wherever photos are decoded: training and serving
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 _ROTATING_ORIENTATIONS = (5, 6, 7, 8)

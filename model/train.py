@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from model.card import CARD_NAME, CHECKPOINT_NAME, sha256_file, write_card
 from model.checkpoint import save_checkpoint
 from model.config import CLASSES, NetworkConfig, Preprocessing
 from model.crack_supervision import crack_head, crack_targets, describe
-from model.data import ArrayDataset, image_folder, stratified_split, synthetic_split
+from model.data import ArrayDataset, DataError, image_folder, stratified_split, synthetic_split
 from model.metrics import classification_report, fit_temperature, review_threshold, routing_report, softmax
 from model.network import TriageNet, build_network, state_to_numpy
 from model.preprocess import normalize
@@ -131,6 +131,13 @@ def _load_data(opts: TrainOptions, spec: Preprocessing) -> tuple[dict[str, Array
         print(f"{opts.data}: {len(full)} photos, {len(skipped)} unreadable skipped")
         train, val, test = stratified_split(full, (0.7, 0.15, 0.15), opts.seed)
         splits = {"train": train, "val": val, "test": test}
+        short = {name: CLASSES[k] for name, part in splits.items() for k in range(len(CLASSES)) if k not in part.labels}
+        if short:
+            counts = {name: int((full.labels == k).sum()) for k, name in enumerate(CLASSES)}
+            raise DataError(
+                f"{opts.data}: too few photos to give every class training, validation and test photos "
+                f"({counts}; 15% of a class goes to validation and 15% to test, so each needs 7 or more)"
+            )
         description = {"kind": "image_folder", "root": str(opts.data), "skipped_unreadable": len(skipped)}
     else:
         n_train = opts.n_train or DEFAULT_N_TRAIN
@@ -158,8 +165,6 @@ def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, ep
     spec = net.config.preprocessing
     generator = torch.Generator().manual_seed(opts.seed)
     steps_per_epoch = len(splits["train"]) // opts.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"{len(splits['train'])} training photos cannot fill one batch of {opts.batch_size}")
     crack = crack_head(net.config, opts.crack_weight, splits["train"].crack_cells)
     if crack is not None:
         crack.to(next(net.parameters()).device, memory_format=torch.channels_last)
@@ -229,11 +234,14 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
     torch.set_num_threads(os.cpu_count() or 1)
     config = config or NetworkConfig()
     spec = config.preprocessing
-    epochs = opts.epochs or DEFAULT_EPOCHS
+    epochs = DEFAULT_EPOCHS if opts.epochs is None else opts.epochs
     if epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
     splits, data_description = _load_data(opts, spec)
     data_seconds = time.perf_counter() - started
+    if len(splits["train"]) < opts.batch_size:  # a small folder trains in smaller batches
+        print(f"{len(splits['train'])} training photos: batches of {len(splits['train'])} instead of {opts.batch_size}")
+        opts = replace(opts, batch_size=len(splits["train"]))
 
     device = training_device(opts.device)
     net = build_network(config, seed=opts.seed).to(device, memory_format=torch.channels_last)

@@ -10,8 +10,16 @@ from pathlib import Path
 DEFAULT_ARTIFACTS = Path("artifacts")
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _train(args: argparse.Namespace) -> int:
     from model.config import NetworkConfig, Preprocessing
+    from model.data import DataError
     from model.train import TrainOptions, train
 
     options = TrainOptions(
@@ -26,15 +34,26 @@ def _train(args: argparse.Namespace) -> int:
         twins=args.twins,
     )
     preprocessing = Preprocessing(jpeg_draft=args.jpeg_draft)
-    train(options, NetworkConfig(global_pool=args.global_pool, preprocessing=preprocessing))
+    try:
+        train(options, NetworkConfig(global_pool=args.global_pool, preprocessing=preprocessing))
+    except DataError as exc:
+        print(f"triage train: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from export.pipeline import export_artifacts
+    from export.pipeline import ExportError, export_artifacts
 
     checkpoint = args.checkpoint or args.out / "triage_checkpoint.npz"
-    export_artifacts(checkpoint, args.out)
+    if not checkpoint.is_file():
+        print(f"triage export: {checkpoint} does not exist (train first)", file=sys.stderr)
+        return 2
+    try:
+        export_artifacts(checkpoint, args.out)
+    except ExportError as exc:
+        print(f"triage export: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -53,9 +72,14 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from service.engine import ModelLoadError
     from service.predict_files import predict_files
 
-    return predict_files(args.files, as_json=args.json, url=args.url, model=args.model, api_key=args.api_key)
+    try:
+        return predict_files(args.files, as_json=args.json, url=args.url, model=args.model, api_key=args.api_key)
+    except ModelLoadError as exc:
+        print(f"triage predict: {exc}", file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -65,9 +89,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from service.engine import ModelLoadError
     from service.explain_cli import explain_file
 
-    return explain_file(args.file, args.out, model=args.model)
+    if args.out.exists() and not args.out.is_dir():
+        print(f"triage explain: --out {args.out} is a file, not a folder", file=sys.stderr)
+        return 2
+    try:
+        return explain_file(args.file, args.out, model=args.model)
+    except ModelLoadError as exc:
+        print(f"triage explain: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the network (synthetic photos, or --data DIR)")
     p.add_argument("--data", type=Path, help="ImageFolder tree DIR/screen_damage/*, DIR/general_returns/*")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=_positive, default=None, help="at most this many epochs (default from config)")
     p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=None, help="synthetic training photos (default from config)")

@@ -27,6 +27,10 @@ class DeviceError(RuntimeError):
     """The requested device cannot be used (e.g. ``cuda`` on a machine without a usable GPU)."""
 
 
+class ModelLoadError(RuntimeError):
+    """A model a command was pointed at cannot be used: missing, without its card, tampered with, not ONNX."""
+
+
 class ModelIntegrityError(RuntimeError):
     """The model file does not match the hash recorded in its model card."""
 
@@ -126,3 +130,13 @@ class TriageEngine:
         size = self.preprocessing.size
         for n in batch_sizes:
             self.infer(np.zeros((n, 3, size, size), dtype=np.float32), self.output_names)
+
+
+def load_engine(onnx_path: Path, **options: Any) -> TriageEngine:
+    """``TriageEngine(onnx_path, **options)``, with every reason the file cannot be used as one ``ModelLoadError``."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
+
+    try:
+        return TriageEngine(onnx_path, **options)
+    except (OSError, KeyError, ValueError, ModelIntegrityError, Fail, InvalidGraph, InvalidProtobuf, NoSuchFile) as exc:
+        raise ModelLoadError(f"cannot use the model {onnx_path}: {type(exc).__name__}: {exc}") from exc

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.engine import TriageEngine
+from service.engine import load_engine
 from service.explain import Explainer
 from service.explain_options import DEFAULT_CHANNELS, ExplainOptions
 from service.intake import IntakeError, IntakeLimits, read_photo
@@ -29,8 +29,12 @@ def _write_png(out: Path, name: str, encoded: str) -> str:
 
 
 def write_explanation(result: dict[str, Any], out: Path) -> list[Path]:
-    """Write ``result`` (an explanation with base64 PNGs) under ``out``; returns the files written."""
+    """Write ``result`` (an explanation with base64 PNGs) under ``out``; returns the files written. What an earlier
+    explanation wrote there is removed first, so the folder never mixes two photos' files."""
     out.mkdir(parents=True, exist_ok=True)
+    for pattern in (JSON_NAME, "cam_overlay.png", "*_channel*.png", "*_erf.png"):
+        for old in out.glob(pattern):
+            old.unlink()
     cam = result["cam"]
     if "overlay_png" in cam:
         cam["overlay_file"] = _write_png(out, "cam_overlay.png", cam.pop("overlay_png"))
@@ -55,7 +59,7 @@ def explain_file(file: Path, out: Path, *, model: Path, erf: bool = True, channe
     except OSError as exc:
         print(f"{file}: cannot read file: {exc}", file=sys.stderr)
         return 1
-    engine = TriageEngine(Path(model), device="auto")
+    engine = load_engine(Path(model), device="auto")
     try:
         prepared, _ = read_photo(data, engine.preprocessing, IntakeLimits())
     except IntakeError as exc:

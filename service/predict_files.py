@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from service.engine import TriageEngine
+from service.engine import load_engine
 from service.intake import IntakeError, IntakeLimits, read_photo
 
 
 def _route_local(files: Sequence[Path], model: Path) -> list[dict[str, Any]]:
-    engine = TriageEngine(model, device="auto")
+    engine = load_engine(model, device="auto")
     limits = IntakeLimits()
     results: list[dict[str, Any]] = []
     for path in files:
@@ -44,7 +44,8 @@ def _route_local(files: Sequence[Path], model: Path) -> list[dict[str, Any]]:
                     "inference": round(inference * 1000, 2),
                     "total": round((time.perf_counter() - started) * 1000, 2),
                 },
-                "device": engine.info.provider,
+                "device": engine.info.device,
+                "provider": engine.info.provider,
             }
         )
     return results

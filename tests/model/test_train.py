@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 
 from model.card import CARD_NAME, CHECKPOINT_NAME, ONNX_NAME, sha256_file
 from model.config import CLASSES, NetworkConfig, Preprocessing
-from model.data import image_folder, split_seeds, stratified_split, synthetic_split
+from model.data import DataError, image_folder, split_seeds, stratified_split, synthetic_split
 from model.preprocess import prepare
 
 
@@ -104,8 +105,64 @@ def test_image_folder_skips_unreadable_files_and_reports_them(tmp_path: Path) ->
 
 def test_image_folder_names_the_missing_class_folder(tmp_path: Path) -> None:
     (tmp_path / "screen_damage").mkdir()
-    with pytest.raises(FileNotFoundError, match="general_returns"):
+    with pytest.raises(DataError, match="general_returns"):
         image_folder(tmp_path, Preprocessing())
+
+
+def test_image_folder_reads_what_the_service_reads_and_skips_the_rest(tmp_path: Path) -> None:
+    """HEIC is read as in serving; BMP (which the service refuses) and a decompression bomb are skipped with the
+    reason, not fatal; a class folder left with no readable photo is a DataError naming it."""
+    import pillow_heif  # noqa: F401  (the HEIF plugin's encoder)
+
+    for label, name in enumerate(CLASSES):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.jpg").write_bytes(_jpeg((label * 200, 50, 0)))
+    heic = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(heic, "HEIF", quality=90)
+    (tmp_path / "general_returns" / "phone.HEIC").write_bytes(heic.getvalue())
+    (tmp_path / "screen_damage" / "scan.bmp").write_bytes(_jpeg((1, 2, 3)))
+    bomb = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(bomb, "PNG")
+    raw = bytearray(bomb.getvalue())
+    raw[16:24] = (20000).to_bytes(4, "big") * 2  # the IHDR claims 20000x20000: 400 MP, past Pillow's bomb limit
+    raw[29:33] = zlib.crc32(bytes(raw[12:29])).to_bytes(4, "big")
+    (tmp_path / "screen_damage" / "bomb.png").write_bytes(bytes(raw))
+    data, skipped = image_folder(tmp_path, Preprocessing(size=32))
+    assert np.bincount(data.labels).tolist() == [1, 2]  # the HEIC photo is among general_returns
+    reasons = {p.name: why for p, why in skipped}
+    assert set(reasons) == {"scan.bmp", "bomb.png"}
+    assert "service accepts" in reasons["scan.bmp"] and "DecompressionBomb" in reasons["bomb.png"]
+    for path in (tmp_path / "general_returns").iterdir():
+        path.unlink()
+    with pytest.raises(DataError, match="general_returns"):
+        image_folder(tmp_path, Preprocessing(size=32))
+
+
+def test_triage_train_on_a_small_folder_or_a_bad_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ten photos per class train (in batches smaller than the default 64); too few photos, a missing folder or
+    --epochs 0 are one-line errors with exit status 2, not tracebacks."""
+    from service.cli import main
+
+    folder = tmp_path / "photos"
+    for label, name in enumerate(CLASSES):
+        (folder / name).mkdir(parents=True)
+        for i in range(10):
+            (folder / name / f"{i}.jpg").write_bytes(_jpeg((label * 200, i * 20, 0)))
+    out = tmp_path / "model"
+    assert main(["train", "--data", str(folder), "--epochs", "1", "--out", str(out)]) == 0
+    card = json.loads((out / CARD_NAME).read_text())
+    assert card["training"]["batch_size"] == 14  # 70% of 20 photos
+    for name in CLASSES:
+        for path in sorted((folder / name).iterdir())[3:]:
+            path.unlink()
+    capsys.readouterr()
+    assert main(["train", "--data", str(folder), "--epochs", "1", "--out", str(out)]) == 2
+    assert "too few photos" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "--epochs", "0"])
+    assert refused.value.code == 2 and "at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
