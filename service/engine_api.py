@@ -19,6 +19,7 @@ from service.devices import pin_worker_gpu
 from service.engine import TriageEngine
 from service.logs import configure_logging
 from service.metrics import metrics
+from service.parent_death import die_with_parent
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class EngineAPI(ls.LitAPI):
         # Set by the supervisor: workers then ignore SIGTERM/SIGINT sent to the whole process group and are
         # stopped by it once the HTTP servers have answered every request in flight.
         self.supervised = False
+        self.supervisor_pid: int | None = None  # set by the supervisor: its workers die with it
         # Set by the supervisor when dead workers are restarted: where workers record the requests they hold.
         self.held_dir: Path | None = None
         self._engine: TriageEngine | None = None
@@ -68,6 +70,8 @@ class EngineAPI(ls.LitAPI):
         if self.supervised:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self.supervisor_pid is not None:
+            die_with_parent(self.supervisor_pid)
         configure_logging(self.settings.log_level)
         pin_worker_gpu(device, self.gpus)
         engine = TriageEngine(self.settings.model_path, device=self.engine_device, threads=self.settings.ort_threads)

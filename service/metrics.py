@@ -15,7 +15,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -24,6 +33,12 @@ MODEL_INFO = "triage_model"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 _CONFIDENCE_BUCKETS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+
+
+def forget_process(pid: int) -> None:
+    """Drop the live gauges of a process that died (its counters and histograms stay in the totals)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
 
 
 def use_metrics_dir(directory: Path | None = None) -> tuple[Path, bool]:
@@ -121,7 +136,7 @@ def _create() -> ServiceMetrics:
             MODEL_INFO,
             "The model each inference worker serves and the execution provider it really uses",
             ["name", "version", "sha256", "provider", "device"],
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",  # a dead worker's value goes with it (``forget_process``)
             registry=None,
         ),
         worker_restarts=Counter(

@@ -131,7 +131,11 @@ def main(host: str | None = None, port: int | None = None) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        print(f"triage serve: invalid configuration:\n{exc}", file=sys.stderr)
+        # Without the values: one of them may be the API key.
+        problems = "\n".join(
+            f"  TRIAGE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        print(f"triage serve: invalid configuration:\n{problems}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     try:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import shutil
 import signal
 import socket
@@ -51,6 +52,7 @@ from service.engine_api import EngineAPI
 from service.held_requests import make_held_dir
 from service.metrics import live_models, metrics
 from service.packet_pipes import RequestQueueFull, use_packet_pipes
+from service.parent_death import forked_children_die_with_this_process
 from service.photo_handoff import sweep
 from service.settings import Settings
 from service.worker_loss import install_in_flight
@@ -165,9 +167,11 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    forked_children_die_with_this_process()
     for api in server.litapi_connector:
         if isinstance(api, EngineAPI):
             api.supervised = True
+            api.supervisor_pid = os.getpid()
     server.uvicorn_graceful_timeout = settings.drain_timeout
     private_dir = _private_dir()
     if settings.worker_restarts > 0:

@@ -21,7 +21,7 @@ import litserve as ls
 from litserve.utils import WorkerSetupStatus
 
 from service.held_requests import take_held
-from service.metrics import metrics
+from service.metrics import forget_process, metrics
 from service.settings import Settings
 from service.worker_loss import announce_lost_requests
 
@@ -101,6 +101,8 @@ class WorkerRestarts:
 
     def _revive(self, index: int, dead: mp.Process) -> bool:
         slot, now = self.slots[index], time.monotonic()
+        if dead.pid is not None:
+            forget_process(dead.pid)  # its triage_model sample no longer describes a running worker
         where = {"api": slot.api.api_path, "worker_id": slot.worker_id, "pid": dead.pid}
         if not self.budget.take(now):
             log.error(

@@ -416,3 +416,24 @@ def test_losing_the_queue_manager_stops_the_service(random_model_dir: Path, tmp_
         if served.proc.poll() is None:
             os.killpg(pgid, signal.SIGKILL)
             served.proc.wait()
+
+
+def test_killing_the_supervisor_outright_takes_every_process_with_it(random_model_dir: Path, tmp_path: Path) -> None:
+    """kill -9 of ``triage serve`` itself: nothing is left holding the port or waiting for requests (the kernel
+    kills each child when its parent dies, ``service.parent_death``)."""
+    served = start(random_model_dir / "triage.onnx", tmp_path / "serve.log")
+    pgid = served.proc.pid
+    try:
+        assert httpx.get(served.url + "/health", timeout=5).status_code == 200
+        assert len(live_group_members(pgid)) >= 6, live_group_members(pgid)  # HTTP, workers, manager, tracker
+        os.kill(served.proc.pid, signal.SIGKILL)
+        served.proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while live_group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert live_group_members(pgid) == []
+        with pytest.raises(httpx.TransportError):
+            httpx.get(served.url + "/health", timeout=2)
+    finally:
+        if live_group_members(pgid):
+            os.killpg(pgid, signal.SIGKILL)

@@ -60,6 +60,18 @@ def test_an_api_key_no_header_could_carry_is_refused(key: str) -> None:
         Settings(api_key=key)
 
 
+def test_a_key_read_from_a_file_loses_its_newline_and_errors_never_show_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.server import main
+
+    assert Settings(api_key="s3cr3t-KEY\n").api_key.get_secret_value() == "s3cr3t-KEY"
+    monkeypatch.setenv("TRIAGE_API_KEY", "s3cr3t-ключ")
+    assert main() == 2
+    err = capsys.readouterr().err
+    assert "TRIAGE_API_KEY" in err and "printable ASCII" in err and "s3cr3t" not in err
+
+
 def test_empty_api_key_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIAGE_API_KEY", "")
     assert Settings().api_key is None

@@ -1,0 +1,44 @@
+"""The processes of ``triage serve`` end with it, even when it is killed with SIGKILL.
+
+The supervisor stops its children itself on SIGTERM; killed outright it cannot, and its HTTP processes would go on
+holding the port, its workers (which ignore SIGTERM) would go on waiting for requests. Linux's
+``prctl(PR_SET_PDEATHSIG)`` has the kernel send a child SIGKILL when its parent exits: forked children (HTTP
+processes, LitServe's queue manager) ask for it right after the fork, spawned inference workers when they set up.
+Elsewhere (no ``prctl``) nothing changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Have the kernel SIGKILL this process when ``parent_pid``, its parent, exits (exit now if it already has).
+    Returns False where the system offers no such thing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+    return True
+
+
+def forked_children_die_with_this_process() -> None:
+    """From now on, every child this process forks dies with it (a grandchild forked by a child is left alone)."""
+    parent = os.getpid()
+
+    def after_fork_in_child() -> None:
+        if os.getppid() == parent:
+            die_with_parent(parent)
+
+    os.register_at_fork(after_in_child=after_fork_in_child)
