@@ -1,7 +1,8 @@
 """Routing local files through a running service (``triage predict --url``), with the standard library only.
 
-Files are sent as multipart ``file`` parts, at most ``MAX_PER_REQUEST`` per request, and each file gets the same
-kind of result as in-process predict: ``{"file", "route", "confidence", "probabilities"}`` or
+Files are sent as multipart ``file`` parts, at most ``MAX_PER_REQUEST`` per request (one by one again when the
+service finds a request too large: a lower photo limit, a smaller body limit), and each file gets the same kind of
+result as in-process predict: ``{"file", "route", "confidence", "probabilities"}`` or
 ``{"file", "error": {"status", "message"}}``.
 """
 
@@ -81,6 +82,9 @@ def route_remote(files: Sequence[Path], url: str, api_key: str | None = None) ->
     """One result per file, in order; ``api_key`` defaults to ``$TRIAGE_API_KEY``."""
     key = api_key if api_key is not None else os.environ.get("TRIAGE_API_KEY") or None
     endpoint = _endpoint(url)
+    if key is not None and not (key.isascii() and key.isprintable()):
+        reason = "the API key must be printable ASCII (it travels in an HTTP header)"
+        return [_error(str(path), 400, reason) for path in files]
     results: dict[int, dict[str, Any]] = {}
     readable: list[tuple[int, str, bytes]] = []
     for i, path in enumerate(files):
@@ -92,5 +96,7 @@ def route_remote(files: Sequence[Path], url: str, api_key: str | None = None) ->
         chunk = readable[start : start + MAX_PER_REQUEST]
         names = [name for _, name, _ in chunk]
         answers = _post(names, [(Path(name).name, data) for _, name, data in chunk], endpoint, key)
+        if len(chunk) > 1 and all(a.get("error", {}).get("status") == 413 for a in answers):
+            answers = [_post([name], [(Path(name).name, data)], endpoint, key)[0] for _, name, data in chunk]
         results.update({i: answer for (i, _, _), answer in zip(chunk, answers, strict=True)})
     return [results[i] for i in range(len(files))]

@@ -25,3 +25,10 @@ def test_unreachable_service_gives_every_file_an_error(tmp_path: Path) -> None:
 
 def test_no_files_no_requests() -> None:
     assert route_remote([], "http://127.0.0.1:9") == []
+
+
+def test_a_non_ascii_key_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"\xff\xd8\xff")
+    (result,) = route_remote([photo], f"http://127.0.0.1:{closed_port()}", api_key="ключ")
+    assert result["error"]["status"] == 400 and "printable ASCII" in result["error"]["message"]

@@ -181,6 +181,22 @@ def test_client_routes_files_in_chunks(server: Served, photos: dict[str, bytes],
     assert refused[0]["error"]["status"] == 401
 
 
+def test_client_routes_every_file_through_a_service_with_a_lower_photo_limit(
+    random_model_dir: Path, photos: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Ten photos per request are too many for a service allowing three: the client sends them one by one."""
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.jpg")
+        paths[-1].write_bytes(photos["jpeg"])
+    served = start(random_model_dir / "triage.onnx", tmp_path / "serve.log", TRIAGE_MAX_IMAGES="3")
+    try:
+        results = route_remote(paths, served.url)
+    finally:
+        stop(served)
+    assert [r.get("route") in ROUTES for r in results] == [True] * 5, results
+
+
 def test_predict_cli_through_the_service(server: Served, photos: dict[str, bytes], tmp_path: Path) -> None:
     good, bad = tmp_path / "good.webp", tmp_path / "bad.jpg"
     good.write_bytes(photos["webp"])
