@@ -149,7 +149,10 @@ class RequestContextMiddleware:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
-            self._record(path, status, time.perf_counter() - started, state.get("error_reason"), scope)
+            reason = state.get("error_reason")
+            if reason is None and status == 503 and path.startswith(PROTECTED_PREFIX):
+                reason = "unavailable"  # a full request queue, a worker lost with the request: retry later
+            self._record(path, status, time.perf_counter() - started, reason, scope)
             request_id_var.reset(token)
 
     def _record(self, path: str, status: int, seconds: float, reason: str | None, scope: Scope) -> None:

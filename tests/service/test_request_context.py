@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
 from service.auth import key_matches, presented_key
@@ -36,12 +36,16 @@ def client(metrics_dir: Path) -> TestClient:
     async def health() -> dict[str, str]:
         return {"ok": "healthy"}
 
+    @app.get("/v1/busy")
+    async def busy() -> dict[str, str]:
+        raise HTTPException(503, "queue full", headers={"Retry-After": "1"})
+
     app.add_middleware(
         RequestContextMiddleware,
         api_key=KEY,
         max_body_bytes=1000,
         request_timeout=0.3,
-        endpoints={"/v1/slow", "/v1/echo", "/v1/in-flight", "/health"},
+        endpoints={"/v1/slow", "/v1/echo", "/v1/in-flight", "/v1/busy", "/health"},
     )
     return TestClient(app)
 
@@ -144,3 +148,12 @@ def test_a_request_cancelled_by_the_shutdown_is_answered_503(metrics_dir: Path) 
     asyncio.run(main())
     assert sent[0]["status"] == 503 and (b"retry-after", b"1") in sent[0]["headers"]
     assert json.loads(sent[1]["body"]) == {"detail": "the service is shutting down; retry"}
+
+
+def test_a_503_without_a_reason_counts_as_unavailable(client: TestClient) -> None:
+    from service.metrics import metrics
+
+    counter = metrics().errors.labels(reason="unavailable")
+    before = counter._value.get()
+    assert client.get("/v1/busy", headers={"X-API-Key": KEY}).status_code == 503
+    assert counter._value.get() == before + 1
