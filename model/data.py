@@ -136,10 +136,24 @@ def _class_files(root: Path) -> Iterable[tuple[Path, int]]:
     if missing:
         raise DataError(f"{root} must hold one folder per class {list(CLASSES)}; missing {missing}")
     for label, name in enumerate(CLASSES):
-        for path in sorted((root / name).rglob("*")):
+        for path in _files_under(root / name):
             suffix = path.suffix.lower()
-            if path.is_file() and (suffix in IMAGE_SUFFIXES or suffix in OTHER_IMAGE_SUFFIXES):
+            if suffix in IMAGE_SUFFIXES or suffix in OTHER_IMAGE_SUFFIXES:
                 yield path, label
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder``, sorted, following symlinked folders (each real folder once: no cycles)."""
+    seen: set[str] = set()
+    files = []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        files += [Path(top) / n for n in names if (Path(top) / n).is_file()]
+    return sorted(files)
 
 
 def image_folder(root: Path, spec: Preprocessing) -> tuple[ArrayDataset, list[tuple[Path, str]]]:

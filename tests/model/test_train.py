@@ -103,6 +103,20 @@ def test_image_folder_skips_unreadable_files_and_reports_them(tmp_path: Path) ->
     assert np.bincount(train.labels).tolist() == [2, 2] and np.bincount(val.labels).tolist() == [1, 1]
 
 
+def test_image_folder_follows_symlinked_folders_once(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "b.jpg").write_bytes(_jpeg((200, 0, 0)))
+    (elsewhere / "loop").symlink_to(elsewhere)  # a cycle must not be walked forever
+    root = tmp_path / "photos"
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        (root / name / "a.jpg").write_bytes(_jpeg((label * 200, 0, 0)))
+    (root / "screen_damage" / "linked").symlink_to(elsewhere)
+    data, skipped = image_folder(root, Preprocessing(size=32))
+    assert np.bincount(data.labels).tolist() == [2, 1] and skipped == []
+
+
 def test_image_folder_names_the_missing_class_folder(tmp_path: Path) -> None:
     (tmp_path / "screen_damage").mkdir()
     with pytest.raises(DataError, match="general_returns"):
