@@ -142,7 +142,7 @@ class RequestContextMiddleware:
                     # Cancelled from outside: the server's shutdown drain time is up and this request is still running.
                     if response_started:
                         raise
-                    log.error("request still running when the shutdown drain time ran out")
+                    log.error("request cancelled by the shutdown (drain time over, or a second signal)")
                     await answer(503, "shutting_down", "the service is shutting down; retry", [(b"retry-after", b"1")])
                 finally:
                     in_flight.dec()
