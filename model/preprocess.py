@@ -127,7 +127,7 @@ def draft_size(width: int, height: int, draft_to: int, rule: str) -> tuple[int, 
 
 
 # How each EXIF orientation is undone (what ``ImageOps.exif_transpose`` does, which raises on a malformed tag).
-_TRANSPOSES = {
+EXIF_TO_UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -163,7 +163,7 @@ def decode_photo(data: bytes, *, draft_to: int | None = None, draft: str = "squa
     if draft_to is not None and fmt == "JPEG":
         image.draft("RGB", draft_size(*image.size, draft_to, draft))
     image.load()
-    upright = image.transpose(_TRANSPOSES[orientation]) if orientation in _TRANSPOSES else image
+    upright = image.transpose(EXIF_TO_UPRIGHT[orientation]) if orientation in EXIF_TO_UPRIGHT else image
     return Photo(to_rgb(upright), full_w, full_h, orientation, fmt)
 
 

@@ -9,19 +9,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from model.preprocess import EXIF_TO_UPRIGHT
+
 ORIENTATION_TAG = 0x0112
 
-# What PIL.ImageOps.exif_transpose applies for each tag, and the inverse that turns the upright photo back
-# into the pixels a sensor would have written.
-_TO_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+# What decoding applies for each tag (``model.preprocess.EXIF_TO_UPRIGHT``), and the inverse that turns the
+# upright photo back into the pixels a sensor would have written.
+_TO_UPRIGHT = EXIF_TO_UPRIGHT
 _INVERSE = {
     Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90,
     Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270,
