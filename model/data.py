@@ -21,13 +21,13 @@ from PIL import Image, UnidentifiedImageError
 
 from model.config import CLASSES, Preprocessing
 from model.crack_cells import CELL_PX, crack_cells
-from model.preprocess import prepare
+from model.preprocess import PHOTO_SUFFIXES, prepare
 
 log = logging.getLogger(__name__)
 
 # Seed ranges per split: photo i of a split with training seed s uses SPLIT_OFFSETS[split] + s * 1_000_000 + i.
 SPLIT_OFFSETS = {"train": 0, "val": 1_000_000_000, "test": 2_000_000_000, "shifted": 3_000_000_000}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}  # what the service accepts
+IMAGE_SUFFIXES = PHOTO_SUFFIXES  # what the service accepts
 OTHER_IMAGE_SUFFIXES = {".bmp", ".gif", ".tif", ".tiff", ".avif"}  # reported as skipped: the service refuses them
 
 

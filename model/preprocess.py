@@ -126,6 +126,9 @@ def draft_size(width: int, height: int, draft_to: int, rule: str) -> tuple[int, 
     return math.ceil(width * scale), math.ceil(height * scale)
 
 
+# File names of the photo formats the service accepts (JPEG, PNG, WebP, HEIC/HEIF): what folders are searched for.
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"})
+
 # How each EXIF orientation is undone (what ``ImageOps.exif_transpose`` does, which raises on a malformed tag).
 EXIF_TO_UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from model.preprocess import PHOTO_SUFFIXES
 from service.engine import load_engine
 from service.intake import IntakeError, IntakeLimits, read_photo
 
@@ -51,10 +52,23 @@ def _route_local(files: Sequence[Path], model: Path) -> list[dict[str, Any]]:
     return results
 
 
+def expand_folders(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` with each folder replaced by the photos below it (by file name, sorted); files stay as given."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+        else:
+            out.append(path)
+    return out
+
+
 def predict_files(
     files: Sequence[Path], *, as_json: bool, url: str | None, model: Path, api_key: str | None = None
 ) -> int:
-    """Print one result per file; exit status 0 if every file was routed, 1 if any failed."""
+    """Print one result per file (a folder stands for the photos below it); exit status 0 if every file was routed,
+    1 if any failed."""
+    files = expand_folders(files)
     if url:
         from service.client import route_remote
 

@@ -39,3 +39,16 @@ def test_an_unusable_model_is_a_one_line_error(
         assert main([*command, "--model", str(model)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"triage {command[0]}: cannot use the model") and "Traceback" not in err
+
+
+def test_a_folder_stands_for_the_photos_below_it(
+    random_model_dir: Path, photos: dict[str, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "ticket"
+    (folder / "more").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(photos["jpeg"])
+    (folder / "more" / "b.PNG").write_bytes(photos["png"])
+    (folder / "notes.txt").write_text("not a photo")
+    assert main(["predict", str(folder), "--json", "--model", str(random_model_dir / "triage.onnx")]) == 0
+    files = [json.loads(line)["file"] for line in capsys.readouterr().out.splitlines()]
+    assert files == [str(folder / "a.jpg"), str(folder / "more" / "b.PNG")]
