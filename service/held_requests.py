@@ -15,18 +15,38 @@ A batch that was answered before the worker died stays listed; the HTTP processe
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from service.parent_death import owner_pid, process_alive
+
 _END = b".\n"
+HELD_PREFIX = "triage-held-"
 _SHARED_MEMORY = Path("/dev/shm")
 
 
 def make_held_dir() -> Path:
-    """A new private directory for the workers' files, in ``/dev/shm`` where the system has it."""
-    base = _SHARED_MEMORY if _SHARED_MEMORY.is_dir() and os.access(_SHARED_MEMORY, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="triage-held-", dir=base))
+    """A new private directory for the workers' files, in ``/dev/shm`` where the system has it, named after this
+    process (``sweep_orphan_held_dirs`` removes those of services that no longer run)."""
+    return Path(tempfile.mkdtemp(prefix=f"{HELD_PREFIX}{os.getpid()}-", dir=_held_base()))
+
+
+def _held_base() -> Path | None:
+    return _SHARED_MEMORY if _SHARED_MEMORY.is_dir() and os.access(_SHARED_MEMORY, os.W_OK) else None
+
+
+def sweep_orphan_held_dirs(base: Path | None = None) -> int:
+    """Remove the held-request directories of services that were killed outright; returns how many."""
+    base = base or _held_base() or Path(tempfile.gettempdir())
+    removed = 0
+    for path in base.glob(f"{HELD_PREFIX}*"):
+        pid = owner_pid(path.name, HELD_PREFIX)
+        if path.is_dir() and pid is not None and not process_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def held_path(directory: Path, pid: int) -> Path:

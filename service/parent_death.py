@@ -42,3 +42,20 @@ def forked_children_die_with_this_process() -> None:
             die_with_parent(parent)
 
     os.register_at_fork(after_in_child=after_fork_in_child)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_pid(name: str, prefix: str) -> int | None:
+    """The process id in ``<prefix><pid>-...``, or None when the name is not of that form."""
+    head = name[len(prefix) :].split("-", 1)[0] if name.startswith(prefix) else ""
+    return int(head) if head.isdigit() else None

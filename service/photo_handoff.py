@@ -30,6 +30,7 @@ import litserve as ls
 from fastapi import Request
 
 from service.form_stream import MemoryWriter, PartWriter
+from service.parent_death import owner_pid, process_alive
 from service.uploads import TicketUpload, UploadedPhoto, receive_upload
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,19 @@ def sweep(directory: Path | None, pids: Iterable[int]) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def sweep_orphans(directory: Path | None) -> int:
+    """Remove the hand-off files of processes that no longer exist (a service killed outright leaves them, and a
+    pod's memory-backed ``/dev/shm`` outlives a container restart); returns how many."""
+    if directory is None or not directory.is_dir():
+        return 0
+    dead = {
+        pid
+        for path in directory.glob(f"{PREFIX}*")
+        if (pid := owner_pid(path.name, PREFIX)) is not None and not process_alive(pid)
+    }
+    return sweep(directory, dead)
 
 
 class CloseHandoffOnStop(ls.Callback):

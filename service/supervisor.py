@@ -49,11 +49,11 @@ from litserve.loops.base import _SENTINEL_VALUE as STOP_WORKER
 from litserve.utils import WorkerSetupStatus
 
 from service.engine_api import EngineAPI
-from service.held_requests import make_held_dir
+from service.held_requests import make_held_dir, sweep_orphan_held_dirs
 from service.metrics import live_models, metrics
 from service.packet_pipes import RequestQueueFull, use_packet_pipes
 from service.parent_death import forked_children_die_with_this_process
-from service.photo_handoff import sweep
+from service.photo_handoff import sweep, sweep_orphans
 from service.settings import Settings
 from service.worker_loss import install_in_flight
 from service.worker_restarts import Slot, WorkerRestarts
@@ -173,6 +173,9 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
             api.supervised = True
             api.supervisor_pid = os.getpid()
     server.uvicorn_graceful_timeout = settings.drain_timeout
+    orphans = sweep_orphan_held_dirs() + sweep_orphans(settings.handoff_dir)
+    if orphans:
+        log.warning("removed %d files and folders left by services that were killed outright", orphans)
     private_dir = _private_dir()
     if settings.worker_restarts > 0:
         install_in_flight(server)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -103,3 +105,10 @@ def metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     directory, _ = use_metrics_dir(tmp_path_factory.mktemp("metrics"))
     return directory
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The id of a process that has exited (a short-lived child's)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)

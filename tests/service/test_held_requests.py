@@ -53,3 +53,14 @@ def test_the_directory_is_private_and_in_shared_memory_where_there_is_one() -> N
             assert directory.parent == Path("/dev/shm")
     finally:
         directory.rmdir()
+
+
+def test_held_request_folders_of_dead_services_are_swept(tmp_path: Path, dead_pid: int) -> None:
+    from service.held_requests import HELD_PREFIX, sweep_orphan_held_dirs
+
+    alive = os.getpid()
+    for pid in (dead_pid, alive):
+        (tmp_path / f"{HELD_PREFIX}{pid}-x1y2").mkdir()
+        (tmp_path / f"{HELD_PREFIX}{pid}-x1y2" / "worker-1").write_text(".\n")
+    assert sweep_orphan_held_dirs(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [f"{HELD_PREFIX}{alive}-x1y2"]

@@ -221,3 +221,14 @@ def test_an_idle_file_that_cannot_be_opened_stays_idle_and_the_photo_goes_in_mem
     writer.write(memoryview(photos[0].data))
     assert writer.close() == (photos[0].data, None)
     assert idle(handoff) == kept == set(tmp_path.iterdir())
+
+
+def test_files_of_processes_that_no_longer_exist_are_swept_at_start(tmp_path: Path, dead_pid: int) -> None:
+    from service.photo_handoff import PREFIX, sweep_orphans
+
+    alive = os.getpid()
+    for pid in (dead_pid, alive):
+        (tmp_path / f"{PREFIX}{pid}-0123abcd").write_bytes(b"photo")
+    (tmp_path / "someone-elses-file").write_bytes(b"x")
+    assert sweep_orphans(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{PREFIX}{alive}-0123abcd", "someone-elses-file"])
