@@ -8,6 +8,7 @@ import inspect
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,18 @@ def handoff_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("handoff")
 
 
+@contextmanager
+def serving(settings: Settings) -> Iterator[tuple[TestClient, Any]]:
+    """The service of ``settings`` in-process, once every inference worker is ready."""
+    card, plan = preflight(settings)
+    with wrap_litserve_start(build_server(settings, card, plan)) as started, TestClient(started.app) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/health").status_code != 200:
+            assert time.monotonic() < deadline, "the inference workers did not become ready"
+            time.sleep(0.1)
+        yield client, started
+
+
 @pytest.fixture(scope="module")
 def served(random_model_dir: Path, metrics_dir: Path, handoff_dir: Path) -> Iterator[tuple[TestClient, Any]]:
     settings = Settings(
@@ -44,13 +57,7 @@ def served(random_model_dir: Path, metrics_dir: Path, handoff_dir: Path) -> Iter
         batch_timeout=0.05,
         request_timeout=30.0,
     )
-    card, plan = preflight(settings)
-    server = build_server(settings, card, plan)
-    with wrap_litserve_start(server) as started, TestClient(started.app) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/health").status_code != 200:
-            assert time.monotonic() < deadline, "the inference worker did not become ready"
-            time.sleep(0.1)
+    with serving(settings) as (client, started):
         yield client, started
     assert list(handoff_dir.iterdir()) == [], "the HTTP server left hand-off files behind when it stopped"
 
@@ -341,13 +348,8 @@ def test_the_shipped_int8_variant_serves_routes_and_explanations(
     quantization = read_card(artifacts / "model_card.json")["quantization"]
     assert quantization["shipped"], "the README offers the int8 file; the card must say it ships"
     settings = Settings(handoff_dir=tmp_path, model_path=artifacts / quantization["file"], device="cpu")
-    card, plan = preflight(settings)
-    server = build_server(settings, card, plan)
-    with wrap_litserve_start(server) as started, TestClient(started.app) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/health").status_code != 200:
-            assert time.monotonic() < deadline, "the inference workers did not become ready"
-            time.sleep(0.1)
+    card, _ = preflight(settings)
+    with serving(settings) as (client, _):
         routed = client.post("/v1/route", files=[("file", ("a.jpg", photos["jpeg"], "image/jpeg"))])
         explained = client.post("/v1/explain", files={"file": ("a.jpg", photos["jpeg"], "image/jpeg")})
         model = client.get("/v1/model").json()  # answered by the workers that loaded the int8 file
