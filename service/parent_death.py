@@ -4,17 +4,16 @@ The supervisor stops its children itself on SIGTERM; killed outright it cannot, 
 holding the port, its workers (which ignore SIGTERM) would go on waiting for requests. Linux's
 ``prctl(PR_SET_PDEATHSIG)`` has the kernel send a child SIGKILL when its parent exits: forked children (HTTP
 processes, LitServe's queue manager) ask for it right after the fork, spawned inference workers when they set up.
-Elsewhere (no ``prctl``) nothing changes.
+The kernel watches the thread that started the child, so the supervisor starts them all from its main thread.
+Elsewhere (no ``prctl``) nothing changes. The same module tells whether a process still exists, which is how the
+supervisor finds the files of services killed this way (``process_alive``, ``owner_pid``).
 """
 
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import signal
-
-log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 

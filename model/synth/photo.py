@@ -13,9 +13,8 @@ from model.preprocess import EXIF_TO_UPRIGHT
 
 ORIENTATION_TAG = 0x0112
 
-# What decoding applies for each tag (``model.preprocess.EXIF_TO_UPRIGHT``), and the inverse that turns the
-# upright photo back into the pixels a sensor would have written.
-_TO_UPRIGHT = EXIF_TO_UPRIGHT
+# What decoding applies for each tag is ``EXIF_TO_UPRIGHT``; this is the inverse that turns the upright photo back
+# into the pixels a sensor would have written.
 _INVERSE = {
     Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90,
     Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270,
@@ -27,9 +26,9 @@ def sensor_pixels(image: Image.Image, orientation: int) -> Image.Image:
     """``image`` (upright) as stored un-rotated under EXIF ``orientation``, so exif_transpose undoes it."""
     if orientation == 1:
         return image
-    if orientation not in _TO_UPRIGHT:
+    if orientation not in EXIF_TO_UPRIGHT:
         raise ValueError(f"EXIF orientation must be 1..8, got {orientation}")
-    op = _TO_UPRIGHT[orientation]
+    op = EXIF_TO_UPRIGHT[orientation]
     return image.transpose(_INVERSE.get(op, op))
 
 
