@@ -11,6 +11,7 @@ spawned workers inherit the environment variable).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,11 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from service.parent_death import owner_pid, process_alive
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MODEL_INFO = "triage_model"
+METRICS_DIR_PREFIX = "triage-metrics-"  # + "<pid of the service>-": a directory the service made for itself
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -44,9 +48,10 @@ def forget_process(pid: int) -> None:
 def use_metrics_dir(directory: Path | None = None) -> tuple[Path, bool]:
     """Switch this process (and the processes it starts) to multiprocess metrics; returns ``(dir, created)``.
 
-    Uses ``directory``, else ``$PROMETHEUS_MULTIPROC_DIR``, else a fresh temporary directory (``created`` is
-    then True and the caller removes it at exit). Stale sample files from an earlier run are deleted: the
-    directory belongs to one running service.
+    Uses ``directory``, else ``$PROMETHEUS_MULTIPROC_DIR``, else a fresh temporary directory named after this
+    process (``created`` is then True and the caller removes it at exit; the directories of services killed
+    before they could are removed here). Stale sample files from an earlier run are deleted: the directory
+    belongs to one running service.
     """
     created = False
     if directory is None:
@@ -54,7 +59,9 @@ def use_metrics_dir(directory: Path | None = None) -> tuple[Path, bool]:
         if configured:
             directory = Path(configured)
         else:
-            directory, created = Path(tempfile.mkdtemp(prefix="triage-metrics-")), True
+            sweep_orphan_metrics_dirs()
+            directory = Path(tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-"))
+            created = True
     directory.mkdir(parents=True, exist_ok=True)
     if not created:
         for stale in directory.glob("*.db"):
@@ -63,6 +70,17 @@ def use_metrics_dir(directory: Path | None = None) -> tuple[Path, bool]:
     # prometheus-client picks its value store when first imported; pick again now that the directory is set.
     values.ValueClass = values.get_value_class()
     return directory, created
+
+
+def sweep_orphan_metrics_dirs(base: Path | None = None) -> int:
+    """Remove the temporary metrics directories of services that were killed outright; returns how many."""
+    removed = 0
+    for path in (base or Path(tempfile.gettempdir())).glob(f"{METRICS_DIR_PREFIX}*"):
+        pid = owner_pid(path.name, METRICS_DIR_PREFIX)
+        if path.is_dir() and pid is not None and not process_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 @dataclass(frozen=True)
