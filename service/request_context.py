@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import key_matches, presented_key
@@ -31,6 +32,7 @@ log = logging.getLogger("service.access")
 
 PROTECTED_PREFIX = "/v1/"
 _QUIET_PATHS = frozenset({"/health", "/metrics"})
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away before it was answered
 _REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$")
 
 
@@ -138,6 +140,12 @@ class RequestContextMiddleware:
                             "body_timeout",
                             f"the request body had not all arrived after {self.request_timeout:g} s",
                         )
+                except ClientDisconnect:
+                    if response_started:
+                        raise
+                    log.info("client disconnected before its request had all arrived")
+                    state["error_reason"] = "client_disconnected"
+                    status = CLIENT_CLOSED_REQUEST
                 except asyncio.CancelledError:
                     # Cancelled from outside: the server's shutdown drain time is up and this request is still running.
                     if response_started:

@@ -157,3 +157,38 @@ def test_a_503_without_a_reason_counts_as_unavailable(client: TestClient) -> Non
     before = counter._value.get()
     assert client.get("/v1/busy", headers={"X-API-Key": KEY}).status_code == 503
     assert counter._value.get() == before + 1
+
+
+def test_a_client_gone_before_its_body_arrived_is_499_not_a_500(metrics_dir: Path) -> None:
+    """Starlette raises ``ClientDisconnect`` when the client hangs up mid-upload; that is the client's doing, counted
+    as 499 with its own reason, and nothing propagates for Starlette to turn into a 500 and a traceback."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    from service.metrics import metrics
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        body = await Request(scope, receive).body()
+        await JSONResponse({"bytes": len(body)})(scope, receive, send)
+
+    middleware = RequestContextMiddleware(
+        app, api_key=None, max_body_bytes=10_000, request_timeout=5.0, endpoints={"/v1/upload"}
+    )
+    chunks = [{"type": "http.request", "body": b"x" * 100, "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return chunks.pop(0)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    m = metrics()
+    gone = m.errors.labels(reason="client_disconnected")
+    counted = m.http_requests.labels(endpoint="/v1/upload", status="499")
+    failed = m.http_requests.labels(endpoint="/v1/upload", status="500")
+    before = gone._value.get(), counted._value.get(), failed._value.get()
+    scope = {"type": "http", "path": "/v1/upload", "method": "POST", "headers": [], "query_string": b""}
+    asyncio.run(middleware(scope, receive, send))
+    assert sent == []  # nobody to answer
+    assert (gone._value.get(), counted._value.get(), failed._value.get()) == (before[0] + 1, before[1] + 1, before[2])

@@ -236,6 +236,31 @@ def test_metrics_are_summed_over_processes(server: Served, photos: dict[str, byt
     assert any(k.startswith("triage_model{") and 'provider="CPUExecutionProvider"' in k for k in samples)
 
 
+def test_a_client_hanging_up_mid_upload_is_counted_499_and_the_service_goes_on(
+    server: Served, photos: dict[str, bytes]
+) -> None:
+    body = b"".join([b"--b0\r\nContent-Disposition: form-data; name=file; filename=a.jpg\r\n\r\n", photos["jpeg"] * 40])
+    head = (
+        f"POST /v1/route HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\n"
+        f"Content-Type: multipart/form-data; boundary=b0\r\nContent-Length: {len(body) * 2}\r\n\r\n"
+    )
+    before = _samples(httpx.get(server.url + "/metrics").text)
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(head.encode() + body)  # half of what the header announces, then hang up
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    key = 'triage_http_requests_total{endpoint="/v1/route",status="499"}'
+    while (samples := _samples(httpx.get(server.url + "/metrics").text)).get(key, 0) == before.get(key, 0):
+        assert time.monotonic() < deadline, "the hang-up was never counted"
+        time.sleep(0.1)
+    assert samples[key] - before.get(key, 0) == 1
+    gone = 'triage_errors_total{reason="client_disconnected"}'
+    assert samples[gone] - before.get(gone, 0) == 1
+    assert not [k for k in samples if k.startswith('triage_http_requests_total{endpoint="/v1/route",status="5')]
+    photo = [("file", ("a.jpg", photos["jpeg"]))]
+    assert httpx.post(server.url + "/v1/route", files=photo, headers={"X-API-Key": KEY}).status_code == 200
+
+
 def test_tampered_model_refuses_to_start(random_model_dir: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     shutil.copytree(random_model_dir, model_dir)
