@@ -18,20 +18,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from model.config import CLASSES, NEEDS_REVIEW
+from service.api_schemas import Schema, body_schemas, ref
 from service.explain_api import EXPLAIN_PATH
 from service.explain_options import DEFAULT_CHANNELS, FORMATS, MAX_CHANNELS
 from service.route_api import ROUTE_PATH
 
-Schema = dict[str, Any]
-
 MODEL_PATH = "/v1/model"
 HEALTH_PATH = "/health"
 METRICS_PATH = "/metrics"
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: Schema, description: str, *, request_id: bool = True) -> Schema:
@@ -39,131 +33,6 @@ def _json(schema: Schema, description: str, *, request_id: bool = True) -> Schem
     if request_id:
         answer["headers"] = {"X-Request-ID": {"required": True, "schema": {"type": "string"}}}
     return answer
-
-
-def _components(max_images: int) -> Schema:
-    probability = {"type": "number", "minimum": 0, "maximum": 1}
-    decision = {
-        "route": {"type": "string", "enum": [*CLASSES, NEEDS_REVIEW]},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-        "probabilities": _ref("Probabilities"),
-    }
-    number_map = {"type": "object", "additionalProperties": {"type": "number"}}
-    box = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}
-    return {
-        "Probabilities": {
-            "type": "object",
-            "properties": {name: probability for name in CLASSES},
-            "required": list(CLASSES),
-            "additionalProperties": False,
-        },
-        "RoutedPhoto": {
-            "type": "object",
-            "properties": {"file": {"type": "string"}, **decision},
-            "required": list(decision),
-        },
-        "PhotoError": {
-            "type": "object",
-            "properties": {
-                "file": {"type": "string"},
-                "error": {
-                    "type": "object",
-                    "properties": {
-                        "status": {"type": "integer", "enum": [413, 415, 422]},
-                        "message": {"type": "string", "minLength": 1},
-                    },
-                    "required": ["status", "message"],
-                },
-            },
-            "required": ["error"],
-        },
-        "Photo": {"oneOf": [_ref("RoutedPhoto"), _ref("PhotoError")]},
-        "Model": {
-            "type": "object",
-            "properties": {"name": {"type": "string"}, "version": {"type": "string"}, "sha256": {"type": "string"}},
-            "required": ["name", "version", "sha256"],
-        },
-        "RouteAnswer": {
-            "type": "object",
-            "description": "The ticket's route (screen_damage if any photo is confidently damage) and each photo's",
-            "properties": {
-                **decision,
-                "images": {"type": "array", "items": _ref("Photo"), "minItems": 1, "maxItems": max_images},
-                "model": _ref("Model"),
-                "device": {"type": "string"},
-                "provider": {"type": "string"},
-                "request_id": {"type": "string"},
-                "timings_ms": number_map,
-            },
-            "required": [*decision, "images", "model", "device"],
-        },
-        "ExplainAnswer": {
-            "type": "object",
-            "description": "The photo's route and, per layer, what the model computed (boxes in photo pixels)",
-            "properties": {
-                **decision,
-                "file": {"type": "string"},
-                "photo": {
-                    "type": "object",
-                    "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
-                    "required": ["width", "height"],
-                },
-                "letterbox": {"type": "object"},
-                "display": {"type": "object"},
-                "layers": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "name": {"type": "string"},
-                            "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 3, "maxItems": 3},
-                            "receptive_field": number_map,
-                            "argmax": {"type": "object", "properties": {"box": box}, "required": ["box"]},
-                            "channels": {"type": "array", "items": {"type": "object"}},
-                        },
-                        "required": ["name", "shape", "receptive_field", "argmax", "channels"],
-                    },
-                },
-                "cam": {
-                    "type": "object",
-                    "properties": {
-                        "class": {"type": "string", "enum": list(CLASSES)},
-                        "pool": {"type": "string", "enum": ["max", "avg"]},
-                        "overlay_png": {"type": "string"},
-                    },
-                    "required": ["class"],
-                },
-                "model": _ref("Model"),
-                "device": {"type": "string"},
-                "provider": {"type": "string"},
-                "request_id": {"type": "string"},
-                "timings_ms": number_map,
-            },
-            "required": [*decision, "photo", "layers", "cam", "model", "device"],
-        },
-        "Error": {
-            "type": "object",
-            "properties": {
-                "detail": {"type": "string", "minLength": 1},
-                "images": {"type": "array", "items": _ref("Photo")},
-                "request_id": {"type": "string"},
-            },
-            "required": ["detail"],
-        },
-        "ModelInfo": {
-            "type": "object",
-            "description": "The model card plus the execution provider and device the workers really run on",
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "classes": {"type": "array", "items": {"type": "string"}},
-                "provider": {"type": "string"},
-                "device": {"type": "string"},
-                "serving": {"type": "array", "items": {"type": "object"}},
-            },
-            "required": ["name", "version", "classes", "provider", "device"],
-        },
-    }
 
 
 def _photos_body(most: int, what: str) -> Schema:
@@ -200,7 +69,7 @@ def _errors(*statuses: int) -> Schema:
         408: "the request body had not all arrived within the request timeout",
         504: "no answer within the request timeout",
     }
-    return {str(s): _json(_ref("Error"), reasons[s]) for s in statuses}
+    return {str(s): _json(ref("Error"), reasons[s]) for s in statuses}
 
 
 def _operations(max_images: int, layers: Sequence[str] | None) -> dict[str, Schema]:
@@ -244,7 +113,7 @@ def _operations(max_images: int, layers: Sequence[str] | None) -> dict[str, Sche
                 "operationId": "route_ticket",
                 "requestBody": _photos_body(max_images, f"the ticket's photos, at most {max_images}"),
                 "responses": {
-                    "200": _json(_ref("RouteAnswer"), "routed; a photo that could not be read carries its error"),
+                    "200": _json(ref("RouteAnswer"), "routed; a photo that could not be read carries its error"),
                     **photo_errors,
                 },
             }
@@ -255,14 +124,14 @@ def _operations(max_images: int, layers: Sequence[str] | None) -> dict[str, Sche
                 "operationId": "explain_photo",
                 "parameters": explain_options,
                 "requestBody": _photos_body(1, "exactly one photo"),
-                "responses": {"200": _json(_ref("ExplainAnswer"), "the explanation"), **photo_errors},
+                "responses": {"200": _json(ref("ExplainAnswer"), "the explanation"), **photo_errors},
             }
         },
         MODEL_PATH: {
             "get": {
                 "summary": "The model card and the live execution provider",
                 "operationId": "model_info",
-                "responses": {"200": _json(_ref("ModelInfo"), "the model being served"), **_errors(401, 503, 504)},
+                "responses": {"200": _json(ref("ModelInfo"), "the model being served"), **_errors(401, 503, 504)},
             }
         },
         HEALTH_PATH: {
@@ -292,7 +161,7 @@ def openapi_schema(
 ) -> dict[str, Any]:
     """The app's OpenAPI document with the service's operations described as they really are."""
     schema = get_openapi(title="Ticket-photo triage", version=app.version, routes=app.routes)
-    schema.setdefault("components", {}).setdefault("schemas", {}).update(_components(max_images))
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(body_schemas(max_images))
     protected = {ROUTE_PATH, EXPLAIN_PATH, MODEL_PATH}
     if api_key:
         schema["components"]["securitySchemes"] = {
