@@ -31,7 +31,8 @@ def measure(reuse: bool, steps: int) -> dict[str, float]:
     from model.config import NetworkConfig
     from model.data import synthetic_split
     from model.network import build_network
-    from model.train import training_batches, training_precision
+    from model.train import training_batches
+    from model.train_hardware import training_precision
 
     if reuse:
         reuse_freed_memory()

@@ -56,7 +56,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(
 ) -> None:
     import torch
 
-    from model.train import training_precision
+    from model.train_hardware import training_precision
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
     assert training_precision("auto") == expected
@@ -187,7 +187,7 @@ def test_training_runs_on_cuda_when_torch_sees_a_gpu(
 ) -> None:
     import torch
 
-    from model.train import training_device
+    from model.train_hardware import training_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
     assert training_device(requested).type == expected
@@ -196,7 +196,7 @@ def test_training_runs_on_cuda_when_torch_sees_a_gpu(
 def test_cuda_training_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from model.train import training_device
+    from model.train_hardware import training_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="torch sees no usable CUDA device"):
@@ -211,7 +211,7 @@ def test_auto_precision_on_a_gpu_follows_its_bf16_support(
 ) -> None:
     import torch
 
-    from model.train import training_precision
+    from model.train_hardware import training_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: not bf16)  # the CPU must not decide
