@@ -16,7 +16,8 @@ from onnx import numpy_helper
 from PIL import Image
 
 from export.onnx_export import export_onnx
-from export.parity import compare, default_inputs, main, run_parity
+from export.parity import compare, main, run_parity
+from export.parity_inputs import default_inputs
 from model.checkpoint import save_checkpoint
 from model.config import NetworkConfig, Preprocessing, Stage
 from model.network import build_network, state_to_numpy
