@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -146,7 +147,8 @@ def exif_orientation(image: Image.Image) -> int:
     a malformed tag does not make the pixels unreadable."""
     try:
         value = int(image.getexif().get(0x0112, 1) or 1)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, SyntaxError, EOFError, struct.error):
+        # an unreadable EXIF block (Pillow raises SyntaxError for "not a TIFF file", struct.error when cut short)
         return 1
     return value if 1 <= value <= 8 else 1
 

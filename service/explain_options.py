@@ -14,6 +14,7 @@ DEFAULT_CHANNELS = 4
 MAX_CHANNELS = 512
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+_SHOWN = 40  # characters of a rejected value quoted back in the message
 
 
 class OptionError(ValueError):
@@ -41,11 +42,16 @@ class ExplainOptions:
         return self.layers
 
 
+def _shown(value: str) -> str:
+    """``value`` quoted for an error message, cut short: query values can be as long as the request line."""
+    return repr(value) if len(value) <= _SHOWN else f"{value[:_SHOWN]!r}... ({len(value)} characters)"
+
+
 def check_layers(layers: Sequence[str], valid: Sequence[str]) -> None:
     """Raise ``OptionError`` listing the valid names if any of ``layers`` is not one of them."""
     unknown = [name for name in layers if name not in valid]
     if unknown:
-        raise OptionError(f"unknown layer(s) {', '.join(map(repr, unknown))}; valid layers are {', '.join(valid)}")
+        raise OptionError(f"unknown layer(s) {', '.join(map(_shown, unknown))}; valid layers are {', '.join(valid)}")
 
 
 def parse_options(query: Mapping[str, str], valid_layers: Sequence[str] | None = None) -> ExplainOptions:
@@ -61,20 +67,23 @@ def parse_options(query: Mapping[str, str], valid_layers: Sequence[str] | None =
             hint = f"; valid layers are {', '.join(valid_layers)}" if valid_layers else ""
             raise OptionError(f"layers is empty: give stage names separated by commas{hint}")
         if not all(names):
-            raise OptionError(f"layers has an empty name: {query['layers']!r}")
+            raise OptionError(f"layers has an empty name: {_shown(query['layers'])}")
         layers = tuple(dict.fromkeys(names))
         if valid_layers is not None:
             check_layers(layers, valid_layers)
     channels = DEFAULT_CHANNELS
     if "channels" in query:
-        text = query["channels"].strip()
-        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_CHANNELS:  # isdigit alone takes "²"
-            raise OptionError(f"channels must be a whole number from 1 to {MAX_CHANNELS}, got {query['channels']!r}")
+        text = query["channels"].strip().lstrip("0") or "0"
+        # isdigit alone takes "²"; the length check keeps int() from its 4300-digit limit (a ValueError)
+        if not (text.isascii() and text.isdigit() and len(text) <= 3) or not 1 <= int(text) <= MAX_CHANNELS:
+            raise OptionError(
+                f"channels must be a whole number from 1 to {MAX_CHANNELS}, got {_shown(query['channels'])}"
+            )
         channels = int(text)
     fmt = query.get("format", "png").strip().lower()
     if fmt not in FORMATS:
-        raise OptionError(f"format must be one of {', '.join(FORMATS)}, got {query['format']!r}")
+        raise OptionError(f"format must be one of {', '.join(FORMATS)}, got {_shown(query['format'])}")
     erf_text = query.get("erf", "false").strip().lower()
     if erf_text not in _TRUE + _FALSE:
-        raise OptionError(f"erf must be true or false, got {query['erf']!r}")
+        raise OptionError(f"erf must be true or false, got {_shown(query['erf'])}")
     return ExplainOptions(layers, channels, fmt, erf_text in _TRUE)

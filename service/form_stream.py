@@ -91,11 +91,16 @@ def _decode(value: bytes, charset: str) -> str:
 
 
 def _charset(params: dict[bytes, bytes]) -> str:
+    """The ``charset`` parameter's codec when it is a text encoding that reads ASCII as ASCII (part names and
+    headers are ASCII), else UTF-8: ``rot13`` or ``zlib`` are codecs too, and UTF-16 would hide the part names."""
     name = params.get(b"charset", b"utf-8").decode("latin-1")
     try:
-        return codecs.lookup(name).name
-    except LookupError:
-        return "latin-1"
+        codec = codecs.lookup(name)
+        if codec._is_text_encoding and codec.decode(b'file; name="x"')[0] == 'file; name="x"':
+            return codec.name
+    except (LookupError, ValueError):
+        pass
+    return "utf-8"
 
 
 class _Reader:

@@ -229,3 +229,15 @@ def test_a_malformed_orientation_tag_leaves_the_photo_as_stored(kind: int, paylo
     photo = decode_photo(tagged.getvalue())
     assert photo.orientation == 1
     np.testing.assert_array_equal(np.asarray(photo.image), np.asarray(decode_photo(plain.getvalue()).image))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])
+@pytest.mark.parametrize("block", [b"MM\x00\xa7\x00\x00\x00\x08" + bytes(16), b"abcd"], ids=["bad-magic", "cut-short"])
+def test_an_unreadable_exif_block_leaves_the_photo_as_stored(fmt: str, block: bytes) -> None:
+    """Pillow raises SyntaxError ("not a TIFF file") or struct.error for an EXIF block it cannot parse; the pixels
+    are fine, so the photo is decoded as stored (it was a 422 for PNG, WebP and HEIC)."""
+    pixels = np.random.default_rng(6).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    tagged = io.BytesIO()
+    Image.fromarray(pixels).save(tagged, fmt, exif=b"Exif\0\0" + block, **({"lossless": True} if fmt == "WEBP" else {}))
+    photo = decode_photo(tagged.getvalue())
+    assert photo.orientation == 1 and photo.image.size == (32, 24)

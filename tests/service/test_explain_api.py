@@ -150,6 +150,11 @@ def test_effective_receptive_field_on_request(client: TestClient, kit: Any) -> N
         ),
         ({"layers": ""}, "layers is empty.*valid layers are stage1"),
         ({"channels": "0"}, "channels must be a whole number"),
+        (
+            {"channels": "9" * 5000},
+            r"channels must be a whole number from 1 to 512, got '9{40}'\.\.\. \(5000 characters\)$",
+        ),
+        ({"layers": "x" * 900}, r"unknown layer\(s\) 'x{40}'\.\.\. \(900 characters\); valid layers"),
         ({"format": "gif"}, "format must be one of png, json"),
         ({"erf": "perhaps"}, "erf must be true or false"),
     ],
@@ -231,3 +236,10 @@ def test_metrics_count_explain_requests(client: TestClient, kit: Any) -> None:
     assert re.search(r'triage_http_requests_total\{endpoint="/v1/explain",status="200"\} [1-9]', text)
     assert re.search(r'triage_http_requests_total\{endpoint="/v1/explain",status="400"\} [1-9]', text)
     assert re.search(r'triage_errors_total\{reason="bad_option"\} [1-9]', text)
+
+
+def test_channels_with_leading_zeros_is_that_number(client: TestClient, kit: Any) -> None:
+    """Python's int() refuses more than 4300 digits with a ValueError (it was a 500); "0...01" is still 1."""
+    r = post(client, kit.encode(kit.scene(), "PNG"), channels="0" * 5000 + "1")
+    assert r.status_code == 200, r.text
+    assert all(len(layer["channels"]) == 1 for layer in r.json()["layers"])

@@ -185,3 +185,15 @@ def test_any_body_is_read_or_refused_with_a_form_error_and_no_writer_left_open(
     assert len(kept) == len(Recorder.opened) == min(count, 3)
     for part in kept:
         assert len(part.data) == (part.size if part.size <= 200 else 0)
+
+
+@pytest.mark.parametrize("charset", ["rot13", "zlib", "hex", "base64", "utf-16", "no-such-codec", "utf-8", "latin-1"])
+def test_a_charset_parameter_that_is_no_ascii_text_encoding_is_ignored(charset: str) -> None:
+    """``rot13`` and ``zlib`` are Python codecs but not text encodings (decoding with them raised a LookupError:
+    a 500); UTF-16 would hide the ASCII part names. Part names and filenames are then read as UTF-8."""
+    data = body([("file", "écran.png", b"photo bytes")])
+    content_type = f"{CONTENT_TYPE}; charset={charset}"
+    parts, count = asyncio.run(read_file_parts(content_type, chunks(data, ()), LIMITS, MemoryWriter))
+    assert count == 1 and parts[0].data == b"photo bytes"
+    expected = "écran.png" if charset != "latin-1" else "écran.png".encode().decode("latin-1")
+    assert parts[0].filename == expected
