@@ -13,7 +13,7 @@ error while drawing one explanation is that request's own 500 (a bug, logged wit
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from model.preprocess import Prepared
 from service.engine_api import EngineAPI
 from service.explain import Explainer
+from service.explain_images import for_display
 from service.explain_options import ExplainOptions, OptionError, parse_options
 from service.intake import IntakeError, read_photo
 from service.metrics import metrics
@@ -116,6 +117,7 @@ class ExplainAPI(EngineAPI):
         if error is None:
             try:
                 prepared, read = read_photo(photo.read(), self.engine.preprocessing, self.settings.intake_limits)
+                prepared = replace(prepared, photo=for_display(prepared.photo))
                 metrics().decode_latency.observe(time.perf_counter() - t0)
                 return DecodedPhoto(request, prepared, {**timings, **read})
             except IntakeError as exc:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image
 
-from model.preprocess import Letterbox
+from model.preprocess import Letterbox, Photo
 
 # Anchor colours of two perceptually ordered maps, interpolated to 256 entries: viridis for feature maps
 # (dark blue = 0, yellow = the channel's maximum) and inferno for heatmaps (black = none, yellow = most).
@@ -93,6 +94,15 @@ def display_size(width: int, height: int, long_side: int = DISPLAY_LONG_SIDE) ->
     """The overlay's size for a ``width x height`` photo: the photo's own size, or scaled to ``long_side``."""
     scale = min(1.0, long_side / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def for_display(photo: Photo) -> Photo:
+    """``photo`` with its image already at ``display_size``: all an explanation draws on (the overlay), and what a
+    queued request holds instead of up to 50 decoded megapixels (150 MB) until its batch has run."""
+    size = display_size(photo.width, photo.height)
+    if photo.image.size == size:
+        return photo
+    return replace(photo, image=photo.image.convert("RGB").resize(size, Image.Resampling.BILINEAR))
 
 
 def _input_positions(display: int, photo_side: int, new_side: int, pad: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """``POST /v1/route``: a ticket's photos -> a route per photo and one for the ticket.
 
 Errors stay with the photo they belong to. LitServe fails a whole batch when any hook raises, so no hook raises
-for a bad photo: ``decode_request`` turns each photo into a ``Prepared`` tensor or an ``IntakeError``;
+for a bad photo: ``decode_request`` turns each photo into its network input (only that: a decoded 50-megapixel
+PNG is 150 MB, and a batch holds up to ``max_batch_size`` tickets of 10 photos) or an ``IntakeError``;
 ``predict`` runs the model once over every readable photo of every request in the batch; ``encode_response``
 gives each request its own answer. A ticket with at least one routed photo is 200, its unreadable photos carrying
 ``{"error": {"status", "message"}}``; a ticket none of whose photos could be read is answered with the status of
@@ -20,7 +21,6 @@ import numpy as np
 from fastapi import Depends
 from fastapi.responses import JSONResponse, Response
 
-from model.preprocess import Prepared
 from service.engine_api import EngineAPI
 from service.intake import IntakeError, read_photo
 from service.metrics import metrics
@@ -37,7 +37,7 @@ ROUTE_PATH = "/v1/route"
 @dataclass(frozen=True)
 class DecodedTicket:
     upload: TicketUpload
-    items: tuple[Prepared | IntakeError, ...]
+    items: tuple[np.ndarray | IntakeError, ...]  # a photo's ``float32 (3, S, S)`` network input, or why it has none
     timings: dict[str, float]
 
 
@@ -68,7 +68,7 @@ class RouteAPI(EngineAPI):
         started = time.time()
         queue_seconds = max(0.0, started - request.received_at)
         metrics().queue_latency.observe(queue_seconds)
-        items: list[Prepared | IntakeError] = []
+        items: list[np.ndarray | IntakeError] = []
         decode = preprocess = 0.0
         for photo in request.photos:
             t0 = time.perf_counter()
@@ -94,7 +94,7 @@ class RouteAPI(EngineAPI):
             metrics().decode_latency.observe(time.perf_counter() - t0)
             decode += timings["decode"]
             preprocess += timings["preprocess"]
-            items.append(prepared)
+            items.append(prepared.tensor)
         return DecodedTicket(
             request, tuple(items), {"queue": queue_seconds, "decode": decode, "preprocess": preprocess}
         )
@@ -115,12 +115,12 @@ class RouteAPI(EngineAPI):
             (t, p)
             for t, ticket in enumerate(tickets)
             for p, item in enumerate(ticket.items)
-            if isinstance(item, Prepared)
+            if isinstance(item, np.ndarray)
         ]
         decisions: list[list[Decision | None]] = [[None] * len(ticket.items) for ticket in tickets]
         seconds = 0.0
         if where:
-            batch = np.stack([tickets[t].items[p].tensor for t, p in where])
+            batch = np.stack([tickets[t].items[p] for t, p in where])
             t0 = time.perf_counter()
             logits = self.engine.infer(batch)["logits"]
             seconds = time.perf_counter() - t0

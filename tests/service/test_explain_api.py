@@ -243,3 +243,33 @@ def test_channels_with_leading_zeros_is_that_number(client: TestClient, kit: Any
     r = post(client, kit.encode(kit.scene(), "PNG"), channels="0" * 5000 + "1")
     assert r.status_code == 200, r.text
     assert all(len(layer["channels"]) == 1 for layer in r.json()["layers"])
+
+
+def test_a_queued_explanation_holds_its_photo_at_display_size_and_draws_the_same_overlay(
+    random_model_dir: Path, metrics_dir: Path, kit: Any
+) -> None:
+    """A batch of explanations waits for its model run holding each photo; at display size (512 px at most) instead
+    of up to 50 decoded megapixels. The overlay is drawn at that size either way, so it is the same picture."""
+    import json
+    from dataclasses import replace
+
+    from service.explain_api import ExplainAPI, ExplainUpload
+    from service.explain_options import ExplainOptions
+    from service.intake import read_photo
+    from service.uploads import TicketUpload, UploadedPhoto
+
+    api = ExplainAPI(Settings(model_path=random_model_dir / "triage.onnx", device="cpu"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("service.engine_api.configure_logging", lambda level: None)
+        api.setup("cpu")
+    data = kit.encode(kit.scene(300, 200).resize((3000, 2000)), "PNG")
+    upload = ExplainUpload(TicketUpload("r", time.time(), (UploadedPhoto("a.png", data),)), ExplainOptions())
+    decoded = api.decode_request(upload)
+    assert decoded.item.photo.image.size == (512, 341)
+    assert (decoded.item.photo.width, decoded.item.photo.height) == (3000, 2000)
+    full, _ = read_photo(data, api.engine.preprocessing, api.settings.intake_limits)
+    answers = [
+        json.loads(api.encode_response(api.predict(replace(decoded, item=item))).body) for item in (decoded.item, full)
+    ]
+    assert answers[0]["cam"]["overlay_png"] == answers[1]["cam"]["overlay_png"]
+    assert answers[0]["layers"] == answers[1]["layers"]

@@ -126,6 +126,20 @@ def test_pixel_limit_counts_decoded_pixels(photos: dict[str, bytes]) -> None:
     read_photo(photos["jpeg"], SPEC, IntakeLimits(max_pixels=320 * 240))
 
 
+@pytest.mark.parametrize("width, height", [(50_000_000, 1), (1, 50_000_000), (32_769, 2)])
+def test_a_side_over_the_limit_is_413_from_the_header(kit, width: int, height: int) -> None:
+    """Within the pixel limit, but a hair-thin strip: refused from the header, before Pillow allocates a row
+    pointer per row (1.3 GB for 1 x 50,000,000)."""
+    error = intake_error(kit.png_header_only(width, height))
+    assert (error.status, error.reason) == (413, "too_many_pixels")
+    assert error.message == f"image is {width}x{height} pixels; no side may be longer than 32768"
+
+
+def test_a_side_at_the_limit_is_read(kit) -> None:
+    prepared, _ = read_photo(kit.encode(kit.scene(2048, 2).resize((32_768, 2)), "PNG"), SPEC, LIMITS)
+    assert prepared.photo.width == 32_768
+
+
 def test_empty_file_is_422() -> None:
     error = intake_error(b"")
     assert (error.status, error.reason) == (422, "empty")
