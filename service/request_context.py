@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import key_matches, presented_key
+from service.http_protocol import PROTOCOL_ERROR
 from service.logs import request_id_var
 from service.metrics import metrics
 
@@ -143,9 +144,11 @@ class RequestContextMiddleware:
                 except ClientDisconnect:
                     if response_started:
                         raise
-                    log.info("client disconnected before its request had all arrived")
-                    state["error_reason"] = "client_disconnected"
-                    status = CLIENT_CLOSED_REQUEST
+                    refused = state.get(PROTOCOL_ERROR)  # the connection answered and closed it: broken framing
+                    if refused is None:
+                        log.info("client disconnected before its request had all arrived")
+                    state["error_reason"] = "client_disconnected" if refused is None else "malformed_http"
+                    status = CLIENT_CLOSED_REQUEST if refused is None else refused
                 except asyncio.CancelledError:
                     # Cancelled from outside: the server's shutdown drain time is up and this request is still running.
                     if response_started:

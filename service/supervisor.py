@@ -50,6 +50,7 @@ from litserve.utils import WorkerSetupStatus
 
 from service.engine_api import EngineAPI
 from service.held_requests import make_held_dir, sweep_orphan_held_dirs
+from service.http_protocol import bounded_head_protocol
 from service.metrics import live_models, metrics
 from service.packet_pipes import RequestQueueFull, use_packet_pipes
 from service.parent_death import forked_children_die_with_this_process
@@ -203,7 +204,14 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         sockets.append(config.bind_socket())
         http = list(
             server._start_server(
-                settings.port, n_workers, settings.log_level, sockets, "process", log_config=None, access_log=False
+                settings.port,
+                n_workers,
+                settings.log_level,
+                sockets,
+                "process",
+                log_config=None,
+                access_log=False,
+                http=bounded_head_protocol(head_timeout=settings.request_timeout),
             ).values()
         )
         # Only the HTTP processes may hold the listening socket: once they close it on SIGTERM, new connections
