@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+
+from starlette.datastructures import Headers
+
+_BLANKS = " \t"  # what HTTP allows around a header value; other whitespace is part of the key
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key a request presents, from ``X-API-Key`` or a ``Bearer`` ``Authorization`` header."""
-    key = headers.get("x-api-key")
-    if key:
-        return key.strip()
-    scheme, _, credentials = (headers.get("authorization") or "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return None
+def presented_key(headers: Headers) -> str | None:
+    """The key a request presents, from ``X-API-Key`` or a ``Bearer`` ``Authorization`` header, without the spaces
+    and tabs around it. A request that sends differing keys, or several credentials headers of one kind, presents
+    none: which of them would count is not for the server to guess."""
+    keys = {value.strip(_BLANKS) for value in headers.getlist("x-api-key")}
+    if keys:
+        return keys.pop() if len(keys) == 1 else None
+    authorizations = headers.getlist("authorization")
+    if len(authorizations) != 1:
+        return None
+    scheme, _, credentials = authorizations[0].strip(_BLANKS).partition(" ")
+    credentials = credentials.strip(_BLANKS)
+    return credentials if scheme.lower() == "bearer" and credentials else None
 
 
 def key_matches(presented: str | None, expected: str) -> bool:

@@ -62,7 +62,7 @@ def _errors(*statuses: int) -> Schema:
         400: "malformed request",
         401: "missing or wrong API key",
         413: "too many bytes, pixels or photos",
-        415: "not a supported image type, or a body that is neither multipart/form-data nor JSON",
+        415: "not a supported image type, or a body that is neither multipart/form-data nor JSON, or is compressed",
         422: "an image that cannot be decoded",
         503: "not now, retry after Retry-After: the model is still loading, the endpoint's queue is full, an inference"
         " worker was lost with the request, or the service is shutting down",

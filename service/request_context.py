@@ -34,7 +34,7 @@ log = logging.getLogger("service.access")
 PROTECTED_PREFIX = "/v1/"
 _QUIET_PATHS = frozenset({"/health", "/metrics"})
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away before it was answered
-_REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$")
+_REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$", re.ASCII)  # echoed in a header: ASCII only
 
 
 def request_id_from(headers: Headers) -> str:

@@ -163,7 +163,15 @@ async def receive_upload(request: Request, new_writer: Callable[[], PartWriter])
     ``HTTPException`` for a malformed request (nothing written is left behind then)."""
     limits = _limits(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
     try:
+        if encoding not in ("", "identity"):
+            raise reject(
+                request,
+                415,
+                "unsupported_media_type",
+                f"content encoding {encoding!r} is not accepted; send the body uncompressed (photos are compressed)",
+            )
         if content_type == "multipart/form-data":
             photos = await _read_multipart(request, limits, new_writer)
         elif content_type in ("", "application/json") or content_type.endswith("+json"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
+from starlette.datastructures import Headers
 
 from service.auth import key_matches, presented_key
 from service.request_context import RequestContextMiddleware
@@ -102,10 +103,16 @@ def test_unauthenticated_oversize_body_is_401_first(client: TestClient) -> None:
         ({"authorization": "Basic abc"}, None),
         ({"authorization": "Bearer "}, None),
         ({}, None),
+        ({"x-api-key": "abc\u00a0"}, "abc\u00a0"),  # a no-break space is not HTTP whitespace: part of the key
+        ([("x-api-key", "abc"), ("x-api-key", "abc")], "abc"),
+        ([("x-api-key", "abc"), ("x-api-key", "wrong")], None),
+        ([("x-api-key", "wrong"), ("x-api-key", "abc")], None),
+        ([("authorization", "Bearer abc"), ("authorization", "Bearer abc")], None),
     ],
 )
-def test_presented_key(headers: dict[str, str], expected: str | None) -> None:
-    assert presented_key(headers) == expected
+def test_presented_key(headers: dict[str, str] | list[tuple[str, str]], expected: str | None) -> None:
+    raw = [(k.encode(), v.encode("latin-1")) for k, v in (headers.items() if isinstance(headers, dict) else headers)]
+    assert presented_key(Headers(raw=raw)) == expected
 
 
 def test_key_matches() -> None:
@@ -192,3 +199,14 @@ def test_a_client_gone_before_its_body_arrived_is_499_not_a_500(metrics_dir: Pat
     asyncio.run(middleware(scope, receive, send))
     assert sent == []  # nobody to answer
     assert (gone._value.get(), counted._value.get(), failed._value.get()) == (before[0] + 1, before[1] + 1, before[2])
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"), [("ticket-42.a:b@c/d+e=f", True), ("café", False), ("a b", False), ("", False)]
+)
+def test_a_request_id_is_echoed_only_when_plain_ascii(given: str, kept: bool) -> None:
+    """It goes back in a response header: "café" sent as Latin-1 came back re-encoded as UTF-8."""
+    from service.request_context import request_id_from
+
+    chosen = request_id_from(Headers(raw=[(b"x-request-id", given.encode("latin-1"))]))
+    assert (chosen == given) is kept and chosen.isascii()

@@ -94,3 +94,21 @@ def test_more_parts_than_the_limit_are_413_like_too_many_photos() -> None:
 def test_data_uris_with_parameters_are_read(prefix: str) -> None:
     photo = os.urandom(300)
     assert _decode_base64(prefix + base64.b64encode(photo).decode(), UploadLimits()).data == photo
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate, gzip"])
+def test_a_compressed_body_is_415_naming_the_encoding(encoding: str) -> None:
+    """The body would be parsed as if it were not compressed, and fail as "no photo" or "malformed JSON"."""
+    import gzip
+
+    body = gzip.compress(b'{"images": ["aGVsbG8="]}')
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    answer = TestClient(echo_app()).post("/echo", content=body, headers=headers)
+    assert answer.status_code == 415
+    assert answer.json()["detail"].startswith(f"content encoding {encoding!r} is not accepted")
+
+
+def test_an_identity_content_encoding_is_read() -> None:
+    headers = {"content-type": "application/json", "content-encoding": "identity"}
+    answer = TestClient(echo_app()).post("/echo", content=b'{"images": ["aGVsbG8="]}', headers=headers)
+    assert answer.status_code == 200 and answer.json()["sizes"] == [5]
