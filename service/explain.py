@@ -48,6 +48,12 @@ class CellBoxes:
         """Cell ``(y, x)``'s clipped box ``[x0, y0, x1, y1]``."""
         return [int(self.x[x, 0]), int(self.y[y, 0]), int(self.x[x, 1]), int(self.y[y, 1])]
 
+    def sees_photo(self) -> np.ndarray:
+        """``bool (H, W)``: whether cell ``(y, x)``'s clipped box holds at least one photo pixel."""
+        wide = self.x[:, 1] > self.x[:, 0]
+        tall = self.y[:, 1] > self.y[:, 0]
+        return tall[:, None] & wide[None, :]
+
     def box_unclipped(self, y: int, x: int) -> list[float]:
         return [
             float(self.x_unclipped[x, 0]),
@@ -149,11 +155,16 @@ class Explainer:
         field = self.fields[name]
         boxes = cell_boxes(field, geo)
         flat = maps.reshape(c, h * w)
-        peaks, means, active = flat.max(axis=1), flat.mean(axis=1), (flat > 0).mean(axis=1)
+        means, active = flat.mean(axis=1), (flat > 0).mean(axis=1)
+        # Peaks and argmax cells among the cells that see the photo: a cell whose field lies in the letterbox padding
+        # responds to the pad colour alone (the same value for every photo) and has an empty box in the photo.
+        sees = boxes.sees_photo().reshape(h * w)
+        seen = np.where(sees, flat, -np.inf) if sees.any() else flat
+        peaks, cells = seen.max(axis=1), seen.argmax(axis=1)
         order = np.argsort(-peaks, kind="stable")[: options.channels]
         channels = []
         for k in order.tolist():
-            y, x = divmod(int(flat[k].argmax()), w)
+            y, x = divmod(int(cells[k]), w)
             entry: dict[str, Any] = {
                 "index": k,
                 "max": float(peaks[k]),
@@ -168,7 +179,7 @@ class Explainer:
                 entry["values"] = _round(maps[k])
             channels.append(entry)
         top = int(order[0])
-        y, x = divmod(int(flat[top].argmax()), w)
+        y, x = divmod(int(cells[top]), w)
         entry = {
             "name": name,
             "shape": [c, h, w],
@@ -203,7 +214,8 @@ class Explainer:
         cam = logit_contributions(self.head_w[k], outputs[self.cam_stage], self.pool)
         field = self.fields[self.cam_stage]
         boxes = cell_boxes(field, geo)
-        y, x = divmod(int(cam.argmax()), cam.shape[1])
+        sees = boxes.sees_photo()
+        y, x = divmod(int(np.where(sees, cam, -np.inf).argmax() if sees.any() else cam.argmax()), cam.shape[1])
         heat = img.grid_to_photo(img.scaled(cam), field.start, field.jump, geo, display)
         result: dict[str, Any] = {
             "class": self.classes[k],
