@@ -54,12 +54,23 @@ def check_layers(layers: Sequence[str], valid: Sequence[str]) -> None:
         raise OptionError(f"unknown layer(s) {', '.join(map(_shown, unknown))}; valid layers are {', '.join(valid)}")
 
 
+OPTIONS = ("layers", "channels", "format", "erf")
+
+
 def parse_options(query: Mapping[str, str], valid_layers: Sequence[str] | None = None) -> ExplainOptions:
     """Options from query parameters; ``valid_layers`` (when known) checks ``layers`` now.
 
     ``layers=a,b`` (comma-separated, duplicates dropped), ``channels=K`` (1..MAX_CHANNELS; stages with fewer
-    channels give all of theirs), ``format=png|json``, ``erf=true|false``. Raises ``OptionError``.
+    channels give all of theirs), ``format=png|json``, ``erf=true|false``. Each at most once: a query that repeats
+    one (``query.getlist``, when it has it) would otherwise silently keep only its last value. Raises
+    ``OptionError``.
     """
+    getlist = getattr(query, "getlist", None)
+    repeated = [name for name in OPTIONS if getlist is not None and len(getlist(name)) > 1]
+    if repeated:
+        raise OptionError(
+            f"{', '.join(repeated)} given more than once; give each option once (layers takes a comma-separated list)"
+        )
     layers: tuple[str, ...] | None = None
     if "layers" in query:
         names = [name.strip() for name in query["layers"].split(",")]

@@ -238,6 +238,16 @@ def test_metrics_count_explain_requests(client: TestClient, kit: Any) -> None:
     assert re.search(r'triage_errors_total\{reason="bad_option"\} [1-9]', text)
 
 
+def test_a_repeated_option_is_400_not_silently_the_last_one(client: TestClient, kit: Any) -> None:
+    r = client.post(
+        "/v1/explain?layers=stage1&layers=stage2&channels=1",
+        files=[("file", ("a.png", kit.encode(kit.scene(), "PNG")))],
+        headers={"X-API-Key": KEY},
+    )
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("layers given more than once; give each option once")
+
+
 def test_channels_with_leading_zeros_is_that_number(client: TestClient, kit: Any) -> None:
     """Python's int() refuses more than 4300 digits with a ValueError (it was a 500); "0...01" is still 1."""
     r = post(client, kit.encode(kit.scene(), "PNG"), channels="0" * 5000 + "1")
