@@ -74,9 +74,11 @@ def _synth(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from service.engine import ModelLoadError
     from service.predict_files import predict_files
+    from service.settings import shipped_model_path
 
+    model = args.model or shipped_model_path()
     try:
-        return predict_files(args.files, as_json=args.json, url=args.url, model=args.model, api_key=args.api_key)
+        return predict_files(args.files, as_json=args.json, url=args.url, model=model, api_key=args.api_key)
     except ModelLoadError as exc:
         print(f"triage predict: {exc}", file=sys.stderr)
         return 2
@@ -91,12 +93,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from service.engine import ModelLoadError
     from service.explain_cli import explain_file
+    from service.settings import shipped_model_path
 
     if args.out.exists() and not args.out.is_dir():
         print(f"triage explain: --out {args.out} is a file, not a folder", file=sys.stderr)
         return 2
     try:
-        return explain_file(args.file, args.out, model=args.model)
+        return explain_file(args.file, args.out, model=args.model or shipped_model_path())
     except ModelLoadError as exc:
         print(f"triage explain: {exc}", file=sys.stderr)
         return 2
@@ -165,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--url", help="route through a running service, e.g. http://127.0.0.1:8000")
     p.add_argument("--api-key", help="API key for --url (default: $TRIAGE_API_KEY)")
-    p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACTS / "triage.onnx")
+    p.add_argument("--model", type=Path, default=None, help="default: the shipped model, artifacts/triage.onnx")
     p.set_defaults(handler=_predict)
 
     p = sub.add_parser("serve", help="start the HTTP service with the shipped model")
@@ -176,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="write the explanation JSON and overlay PNGs for one photo")
     p.add_argument("file", type=Path)
     p.add_argument("--out", type=Path, default=Path("explanation"))
-    p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACTS / "triage.onnx")
+    p.add_argument("--model", type=Path, default=None, help="default: the shipped model, artifacts/triage.onnx")
     p.set_defaults(handler=_explain)
     return parser
 

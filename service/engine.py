@@ -113,6 +113,11 @@ class TriageEngine:
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         log.info("model %s on %s (%s)", self.onnx_path.name, self.info.provider, self.info.device)
 
+    def provenance(self) -> dict[str, Any]:
+        """What every answer says about who made it: ``model`` (name, version, sha256), ``device``, ``provider``."""
+        model = {"name": self.card["name"], "version": self.card["version"], "sha256": self.info.model_sha256}
+        return {"model": model, "device": self.info.device, "provider": self.info.provider}
+
     def infer(self, batch: np.ndarray, outputs: Sequence[str] = ("logits",)) -> dict[str, np.ndarray]:
         """Run ``float32 (N, 3, S, S)`` through the model; returns the requested named outputs."""
         size = self.preprocessing.size

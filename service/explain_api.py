@@ -177,15 +177,11 @@ class ExplainAPI(EngineAPI):
             status = output.error.status
             message = output.error.message if isinstance(output.error, IntakeError) else str(output.error)
             return JSONResponse({"detail": message, "request_id": upload.request_id}, status_code=status)
-        info = self.engine.info
-        card = self.engine.card
         name = upload.photos[0].name
         body = {
             **({} if name is None else {"file": name}),
             **output.body,
-            "model": {"name": card["name"], "version": card["version"], "sha256": info.model_sha256},
-            "device": info.device,
-            "provider": info.provider,
+            **self.engine.provenance(),
             "request_id": upload.request_id,
             "timings_ms": {k: _ms(v) for k, v in output.timings.items()},
         }

@@ -1,10 +1,10 @@
 """``triage explain FILE --out DIR``: explain one photo in-process and write the JSON and the pictures.
 
-Writes ``DIR/explanation.json`` (what ``POST /v1/explain`` answers, each base64 PNG replaced by the name of the
-file it was written to), ``DIR/cam_overlay.png`` (the class-activation map over the photo),
-``DIR/<stage>_channel<k>.png`` (the top channels of every stage) and ``DIR/<stage>_erf.png`` (the effective
-receptive field of each stage's argmax cell, over its theoretical box). ONNX Runtime and NumPy only, like the
-service.
+Writes ``DIR/explanation.json`` (what ``POST /v1/explain?erf=true`` answers, without the request id and timings,
+each base64 PNG replaced by the name of the file it was written to), ``DIR/cam_overlay.png`` (the
+class-activation map over the photo), ``DIR/<stage>_channel<k>.png`` (the top channels of every stage) and
+``DIR/<stage>_erf.png`` (the effective receptive field of each stage's argmax cell, over its theoretical box).
+ONNX Runtime and NumPy only, like the service.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def explain_file(file: Path, out: Path, *, model: Path, erf: bool = True, channe
     result = explainer.explain(
         prepared, {k: v[0] for k, v in outputs.items()}, decision, ExplainOptions(channels=channels, erf=erf)
     )
-    result = {"file": str(file), **result}
+    result = {"file": str(file), **result, **engine.provenance()}
     written = write_explanation(result, Path(out))
     peak = result["cam"]["peak"]
     print(f"{file}: {result['route']} (confidence {result['confidence']:.3f})")

@@ -154,18 +154,11 @@ class RouteAPI(EngineAPI):
             body = {"detail": detail, "images": images, "request_id": upload.request_id}
             return JSONResponse(body, status_code=errors[0].status)
         m.routes.labels(level="ticket", route=ticket.route).inc()
-        info = self.engine.info
         timings = {k: _ms(v) for k, v in output.ticket.timings.items()}
         body = {
             **ticket.to_dict(),
             "images": images,
-            "model": {
-                "name": self.engine.card["name"],
-                "version": self.engine.card["version"],
-                "sha256": info.model_sha256,
-            },
-            "device": info.device,
-            "provider": info.provider,
+            **self.engine.provenance(),
             "request_id": upload.request_id,
             "timings_ms": {**timings, "inference": _ms(output.inference_seconds)},
         }

@@ -17,6 +17,18 @@ from service.intake import IntakeLimits
 MIB = 1024 * 1024
 
 
+SHIPPED_MODEL = Path("artifacts/triage.onnx")
+
+
+def shipped_model_path() -> Path:
+    """The shipped model: ``artifacts/triage.onnx`` in the working directory, else in the source tree this code runs
+    from (so ``triage predict`` and ``triage explain`` work from any directory of a checkout)."""
+    if SHIPPED_MODEL.exists():
+        return SHIPPED_MODEL
+    beside_code = Path(__file__).resolve().parents[1] / SHIPPED_MODEL
+    return beside_code if beside_code.exists() else SHIPPED_MODEL
+
+
 class Settings(BaseSettings):
     """Every knob of ``triage serve``; each field is read from ``TRIAGE_<FIELD>`` (e.g. ``TRIAGE_API_KEY``)."""
 
@@ -43,7 +55,7 @@ class Settings(BaseSettings):
     )
     explain_workers_per_device: int = Field(1, ge=1, description="/v1/explain inference processes per device")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    model_path: Path = Path("artifacts/triage.onnx")
+    model_path: Path = Field(default_factory=lambda: shipped_model_path())
     request_timeout: float = Field(30.0, gt=0, description="seconds before a request is answered with 504")
     ort_threads: int = Field(
         1, ge=0, description="ONNX Runtime intra-op threads per worker; 0 lets it choose (one per core of the machine)"

@@ -276,6 +276,29 @@ def test_explain_cli_writes_json_and_pictures(random_model_dir: Path, kit: Any, 
         for channel in layer["channels"]:
             assert "png" not in channel and Image.open(out / channel["file"]).format == "PNG"
     assert_boxes_are_analytic(result, 289, 403)
+    card = json.loads((random_model_dir / "model_card.json").read_text())
+    assert result["model"]["name"] == card["name"] and result["model"]["version"] == card["version"]
+    assert result["model"]["sha256"] == card["artifacts"]["triage.onnx"]["sha256"]
+    assert result["device"] == "cpu" and result["provider"] == "CPUExecutionProvider"
+
+
+def test_the_cli_finds_the_shipped_model_from_any_folder(tmp_path: Path) -> None:
+    """The default model is the checkout's, not ``./artifacts`` wherever the command runs."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    photo = root / "samples" / "screen_damage" / "test_00000000.jpg"
+    for command in (["predict", str(photo), "--json"], ["explain", str(photo), "--out", str(tmp_path / "x")]):
+        done = subprocess.run(
+            [sys.executable, "-m", "service.cli", *command],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
 
 
 def test_explain_cli_reports_unreadable_files(random_model_dir: Path, tmp_path: Path, capsys: Any) -> None:
