@@ -263,6 +263,68 @@ def test_grid_values_land_on_their_cell_centres() -> None:
     np.testing.assert_allclose(photo[7, 15], (grid[0, 0] + grid[0, 1]) / 2, atol=1e-6)
 
 
+@pytest.mark.parametrize("width, height", [(400, 100), (90, 300)])
+def test_a_hot_cell_lands_on_its_place_in_a_letterboxed_photo(width: int, height: int) -> None:
+    """A single hot cell, resampled onto a photo with letterbox padding, peaks at that cell's centre mapped to the
+    photo independently: input coordinate ``start + i * jump``, less the padding, times photo side / resized side."""
+    geo = letterbox_geometry(width, height, 256)
+    start, jump = 7.5, 16
+    for cy, cx in [(6, 4), (9, 12)]:
+        grid = np.zeros((16, 16))
+        grid[cy, cx] = 1.0
+        heat = img.grid_to_photo(grid, start, jump, geo, (width, height))
+        px = (start + cx * jump - geo.pad_x) * width / geo.new_width
+        py = (start + cy * jump - geo.pad_y) * height / geo.new_height
+        if 0 <= px < width and 0 <= py < height:
+            y, x = np.unravel_index(heat.argmax(), heat.shape)
+            assert abs(x + 0.5 - px) <= 1.0 and abs(y + 0.5 - py) <= 1.0, ((y, x), (py, px))
+
+
+def test_the_overlay_draws_the_heat_where_it_is() -> None:
+    """Heat in the top-left quarter of a black photo colours that quarter only (not its mirror image)."""
+    heat = np.zeros((60, 80))
+    heat[:30, :40] = 1.0
+    drawn = np.asarray(img.overlay(Image.new("RGB", (80, 60)), heat)).astype(int).sum(axis=2)
+    assert drawn[:30, :40].min() > 0 and drawn[30:, :].max() == 0 and drawn[:, 40:].max() == 0
+
+
+@pytest.mark.parametrize("width, height", [(512, 200), (180, 460)])
+def test_the_cam_overlay_is_hot_where_the_peak_cell_sits_in_the_photo(
+    model: tuple[TriageEngine, Explainer], width: int, height: int
+) -> None:
+    """Last-stage maps that are zero but at one cell: the class-activation map, hence the overlay on a black photo,
+    is hot around that cell only. Its centre is mapped to the photo independently (input coordinate
+    ``start + i * jump``, less the letterbox padding, times photo side / resized side)."""
+    engine, explainer = model
+    prepared, _ = read_photo(stored(Image.new("RGB", (width, height)), 1), engine.preprocessing, IntakeLimits())
+    geo, field = prepared.geometry, explainer.fields[explainer.cam_stage]
+    # an off-centre cell: the one whose centre is nearest to a quarter of the way into the photo on each axis
+    cell = tuple(
+        int(np.argmin(np.abs(field.start + np.arange(n) * field.jump - (pad + new / 4))))
+        for n, pad, new in zip(field.out_size, (geo.pad_y, geo.pad_x), (geo.new_height, geo.new_width), strict=True)
+    )
+    outputs = {k: v[0] for k, v in engine.infer(prepared.tensor[None], engine.output_names).items()}
+    outputs["logits"] = np.array([4.0, -4.0], np.float32)
+    k = 0
+    last = np.zeros_like(outputs[explainer.cam_stage])
+    last[explainer.head_w[k] > 0, cell[0], cell[1]] = 10.0
+    outputs[explainer.cam_stage] = last
+    result = explainer.explain(prepared, outputs, engine.decide(outputs["logits"][None])[0], ExplainOptions())
+    assert result["cam"]["peak"]["cell"] == list(cell)
+    drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["cam"]["overlay_png"]))).convert("L"), float)
+    dw, dh = result["display"]["width"], result["display"]["height"]
+    cx = (field.start + cell[1] * field.jump - geo.pad_x) * width / geo.new_width * dw / width
+    cy = (field.start + cell[0] * field.jump - geo.pad_y) * height / geo.new_height * dh / height
+    ys, xs = np.nonzero(drawn >= drawn.max() - 1)
+    tolerance = field.jump * max(width / geo.new_width, height / geo.new_height) * max(dw / width, dh / height) / 2
+    assert abs(xs.mean() + 0.5 - cx) <= tolerance and abs(ys.mean() + 0.5 - cy) <= tolerance, (
+        xs.mean(),
+        ys.mean(),
+        cx,
+        cy,
+    )
+
+
 def test_explain_cli_writes_json_and_pictures(random_model_dir: Path, kit: Any, tmp_path: Path) -> None:
     photo = tmp_path / "ticket.png"
     photo.write_bytes(stored(kit.scene(289, 403), 6))  # stored 403x289, upright 289x403
