@@ -1,13 +1,13 @@
 """Does the shipped model's class-activation map point at the crack? On generated damaged-screen photos the
-generator knows every crack pixel (``SynthPhoto.crack_mask``, upright photo coordinates); the explanation's CAM
-peak box (the receptive field of the peak cell, in uploaded-photo pixels) must overlap the crack in at least 90%
-of them. The photos are uploaded as a phone stores them (EXIF orientation, JPEG), so the boxes go through the
-same orientation and letterbox mapping as a real request. The box test alone is weak (a late stage's receptive
-field covers most of the photo), so the peak cell's own footprint (the ``jump x jump`` square around its centre)
-must touch the crack in at least 70% of them too, more than four times what a cell drawn at random scores.
+generator knows every crack pixel (``SynthPhoto.crack_mask``, upright photo coordinates). The photos are uploaded
+as a phone stores them (EXIF orientation, JPEG), so the cells go through the same orientation and letterbox mapping
+as a real request. The CAM peak cell's own footprint (the ``jump x jump`` square around its centre, in
+uploaded-photo pixels) must touch the crack in at least 70% of them, and in more than four times the share of
+cells whose footprint touches it (what a cell drawn at random scores).
 
-Also reported, not asserted (``-s`` shows them): how often a cell's footprint touches the crack by chance (the
-share of all cells whose footprint touches it), and how many photos the model calls ``screen_damage`` (argmax) and
+Reported, not asserted (``-s`` shows them): how often the peak cell's whole receptive-field box overlaps the crack,
+and how often any cell's box does: a last-stage box covers most of the photo, so nearly every box touches the crack
+(about 97%) and the box says little on its own; how many photos the model calls ``screen_damage`` (argmax) and
 routes there (above the review threshold).
 """
 
@@ -29,7 +29,6 @@ from service.intake import IntakeLimits, read_photo
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = Path(os.environ.get("TRIAGE_CAM_TEST_MODEL", ROOT / "artifacts" / "triage.onnx"))  # another model: set it
 PHOTOS = 60
-REQUIRED = 0.9
 REQUIRED_CELL = 0.7  # the shipped model: 83.3%, as the six-stage one before it; without crack locations: 61.7%
 
 
@@ -55,14 +54,13 @@ def footprint(y: int, x: int, layer: dict[str, Any], result: dict[str, Any]) -> 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED.exists(), reason=f"no trained model at {SHIPPED} (triage train && triage export)")
-def test_cam_peak_box_overlaps_the_crack(record_property: Any) -> None:
+def test_cam_peak_cell_is_on_the_crack(record_property: Any) -> None:
     engine = TriageEngine(SHIPPED, device="cpu")
     explainer = Explainer.from_onnx(SHIPPED)
     last = explainer.cam_stage
     options = ExplainOptions(layers=(last,), channels=1, format="json")
     box_hits = cell_hits = damage_routes = damage_argmax = 0
-    chance = 0.0
-    misses = []
+    chance = box_chance = 0.0
     for seed in range(PHOTOS):
         synth = render_photo(seed, "screen_damage", split="test")
         assert synth.crack_mask is not None and synth.crack_mask.any()
@@ -74,18 +72,19 @@ def test_cam_peak_box_overlaps_the_crack(record_property: Any) -> None:
         cam = result["cam"]
         damage_routes += result["route"] == "screen_damage"
         damage_argmax += cam["class"] == "screen_damage"
-        if touches(synth.crack_mask, cam["peak"]["box"]):
-            box_hits += 1
-        else:
-            misses.append((seed, result["route"], cam["class"], cam["peak"]["box"], synth.crack_box))
+        box_hits += touches(synth.crack_mask, cam["peak"]["box"])
         layer = result["layers"][0]
         cell_hits += touches(synth.crack_mask, footprint(*cam["peak"]["cell"], layer, result))
         _, h, w = layer["shape"]
         cells = [footprint(y, x, layer, result) for y in range(h) for x in range(w)]
         chance += np.mean([touches(synth.crack_mask, cell) for cell in cells])
+        xs, ys = layer["cell_boxes"]["x"], layer["cell_boxes"]["y"]
+        boxes = [(xs[x][0], ys[y][0], xs[x][1], ys[y][1]) for y in range(h) for x in range(w)]
+        box_chance += np.mean([touches(synth.crack_mask, box) for box in boxes])
     figures = {
         "photos": PHOTOS,
         "peak_box_overlaps_crack": box_hits / PHOTOS,
+        "any_cell_box_overlaps_crack": float(box_chance / PHOTOS),
         "peak_cell_footprint_touches_crack": cell_hits / PHOTOS,
         "any_cell_footprint_touches_crack": float(chance / PHOTOS),
         "called_screen_damage": damage_argmax / PHOTOS,
@@ -94,5 +93,4 @@ def test_cam_peak_box_overlaps_the_crack(record_property: Any) -> None:
     for name, value in figures.items():
         record_property(name, value)
     print(f"\nCAM peak vs crack on {PHOTOS} generated damaged-screen photos: {figures}")
-    assert box_hits / PHOTOS >= REQUIRED, f"{figures}; misses (seed, route, class, box, crack box): {misses}"
     assert cell_hits / PHOTOS >= max(REQUIRED_CELL, 4 * figures["any_cell_footprint_touches_crack"]), figures
