@@ -129,7 +129,7 @@ function renderLayer(layer) {
       : `Effective receptive field of the strongest cell, over its whole theoretical box (photo pixels ` +
         `[${layer.erf.box.join(", ")}]): ${percent(layer.erf.mass_in_centre)} of its influence ` +
         `comes from the central ${percent(layer.erf.centre_area)} of its theoretical box; 90% from within ` +
-        `${layer.erf.radius90} of ${layer.erf.box_half_side} pixels of the centre.`;
+        `${layer.erf.radius90} of the box's ${layer.erf.box_half_side} network-input pixels around its centre.`;
     const showBox = () => {
       drawBox($("cell-box"), layer.erf.box);
       $("cell-info").textContent = `${layer.name}: theoretical receptive field of the strongest cell, ` +
