@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from deploy_helpers import container, only, settings_env
 
-from service.settings import Settings
+from service.settings import SHIPPED_MODEL, Settings
 from service.supervisor import _WORKER_EXIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,7 +216,7 @@ def test_model_path_and_port_equal_the_settings_defaults(
     dockerfile = (ROOT / "Dockerfile").read_text()
     workdirs = set(re.findall(r"^WORKDIR (\S+)$", dockerfile, re.M)) - {"/src"}
     assert workdirs == {"/app"}
-    default_model = Path(workdirs.pop()) / Settings.model_fields["model_path"].default
+    default_model = Path(workdirs.pop()) / SHIPPED_MODEL  # what the default resolves to in the image's WORKDIR
     default_port = Settings.model_fields["port"].default
     # The image puts the model exactly where the default path points from its working directory.
     assert f"COPY artifacts/{default_model.name} artifacts/model_card.json {default_model.parent}/" in dockerfile

@@ -349,8 +349,17 @@ def test_sigterm_answers_requests_in_flight_and_leaves_no_process(
             served.proc.wait()
 
 
-def _busiest_worker(pgid: int, sample_s: float = 1.0) -> int:
-    """The inference worker that gains the most CPU time over ``sample_s``: under route load, the route worker."""
+def _busiest_worker(pgid: int, sample_s: float = 1.0, patience_s: float = 20.0) -> int:
+    """The inference worker that gains the most CPU time over ``sample_s``: under route load, the route worker.
+    Samples again while no worker gains any (on a loaded machine the uploads may not have arrived yet)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        pid, gained = _most_cpu(pgid, sample_s)
+        if gained > 0 or time.monotonic() > deadline:
+            return pid
+
+
+def _most_cpu(pgid: int, sample_s: float) -> tuple[int, int]:
     workers = [int(m.split()[0]) for m in live_group_members(pgid) if "spawn_main" in m]
 
     def ticks(pid: int) -> int:
@@ -359,7 +368,9 @@ def _busiest_worker(pgid: int, sample_s: float = 1.0) -> int:
 
     before = {pid: ticks(pid) for pid in workers}
     time.sleep(sample_s)
-    return max(workers, key=lambda pid: ticks(pid) - before[pid])
+    gains = {pid: ticks(pid) - before[pid] for pid in workers}
+    busiest = max(gains, key=gains.__getitem__)
+    return busiest, gains[busiest]
 
 
 @pytest.mark.parametrize("transport", ["PacketTransport", "MPQueueTransport"])
@@ -371,7 +382,6 @@ def test_a_killed_inference_worker_is_restarted_in_place(
     than TRIAGE_WORKER_RESTARTS=1 allows, and the service exits 1 leaving no process behind. Requests and answers
     through packet pipes (the default) or LitServe's queue manager."""
     timeout = 60.0
-    held_dirs = set(Path("/dev/shm").glob("triage-held-*"))
     served = start(
         random_model_dir / "triage.onnx",
         tmp_path / "serve.log",
@@ -427,7 +437,7 @@ def test_a_killed_inference_worker_is_restarted_in_place(
             time.sleep(0.1)
         assert live_group_members(pgid) == []
         assert "more than 1 worker restarts" in served.output()
-        assert set(Path("/dev/shm").glob("triage-held-*")) == held_dirs  # the workers' records went with it
+        assert not list(Path("/dev/shm").glob(f"triage-held-{pgid}-*"))  # the workers' records went with it
     finally:
         if served.proc.poll() is None:
             os.killpg(pgid, signal.SIGKILL)
