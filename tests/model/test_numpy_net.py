@@ -148,3 +148,61 @@ def test_errors_name_shapes_and_stages() -> None:
     needs = NetworkConfig().stages[0].channels
     with pytest.raises(ValueError, match=rf"has shape \(4, 3, 3, 3\), the config needs \({needs}, 3, 3, 3\)"):
         NumpyTriageNet.from_weights(NetworkConfig(), weights)
+
+
+# Pool 3 (stride 3), a stride-2 convolution, padding 1 with dilation 2 (padding != dilation): the default network
+# has none of these, and a non-square input catches height and width swapped anywhere.
+ODD = NetworkConfig(
+    stages=(Stage("a", 4, stride=2, pool=3), Stage("b", 5, padding=1, dilation=2, pool=0), Stage("c", 3, pool=0)),
+    preprocessing=Preprocessing(size=40),
+)
+
+
+def test_unusual_geometry_on_a_non_square_input_matches_torch_forward_and_backward() -> None:
+    net = random_net(ODD, seed=7).double()
+    ours = NumpyTriageNet.from_weights(ODD, state_to_numpy(net), dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 3, 40, 33))
+    logits, maps = ours.forward(x)
+    with torch.no_grad():
+        ref_logits, ref_maps = net.forward_stages(torch.from_numpy(x))
+    assert rel_err(logits, ref_logits.numpy()) <= 1e-10
+    for name, ref in ref_maps.items():
+        assert maps[name].shape == tuple(ref.shape) and rel_err(maps[name], ref.numpy()) <= 1e-10, name
+    labels = np.array([1, 0])
+    loss, grads = ours.loss_and_gradients(x, labels)
+    ref_loss, ref = _torch_loss_grads(net, x, labels)
+    assert loss == pytest.approx(ref_loss, rel=1e-10)
+    errors = {name: rel_err(grads.params.get(name, grads.input), value) for name, value in ref.items()}
+    assert max(errors.values()) <= 1e-9, errors
+
+
+@pytest.mark.parametrize("stage", ["stage2", "stage5"], ids=["inner-stage", "last-stage"])
+def test_a_stage_seed_adds_to_the_logit_seed_on_any_stage(stage: str) -> None:
+    """The last stage also feeds the head: its seed and the logits' gradient must add there too."""
+    ours = NumpyTriageNet.from_weights(SMALL, state_to_numpy(random_net(SMALL, seed=2)), dtype=np.float64)
+    trace = ours.forward_trace(np.random.default_rng(3).standard_normal((2, 3, 48, 48)))
+    dlogits = np.array([[1.0, -2.0], [0.5, 0.3]])
+    dmap = np.random.default_rng(4).standard_normal(trace.maps[stage].shape)
+    both = ours.backward(trace, dlogits=dlogits, dmaps={stage: dmap}).input
+    apart = ours.backward(trace, dlogits=dlogits).input + ours.backward(trace, dmaps={stage: dmap}).input
+    np.testing.assert_allclose(both, apart, rtol=1e-12, atol=1e-14)
+
+
+def test_a_float32_engine_computes_a_float64_input_in_float32() -> None:
+    ours = NumpyTriageNet.from_weights(SMALL, state_to_numpy(random_net(SMALL, seed=0)))
+    logits, maps = ours.forward(np.random.default_rng(0).standard_normal((1, 3, 48, 48)))
+    assert logits.dtype == np.float32 and all(m.dtype == np.float32 for m in maps.values())
+
+
+def test_seeds_and_targets_are_checked_against_non_square_maps() -> None:
+    ours = NumpyTriageNet.from_weights(ODD, state_to_numpy(random_net(ODD, seed=1)))
+    trace = ours.forward_trace(np.zeros((1, 3, 40, 33), np.float32))
+    _, _, h, w = trace.maps["a"].shape
+    assert h > w  # a row index that exists only as a column index would pass a swapped check
+    with pytest.raises(ValueError, match=rf"outside a map of shape \(1, 4, {h}, {w}\)"):
+        ours.backward_to_input(trace, CellTarget("a", 0, w))
+    ours.backward_to_input(trace, CellTarget("a", h - 1, 0))
+    with pytest.raises(
+        ValueError, match=rf"gradient for a has shape \(1, 4, {w}, {h}\), the map is \(1, 4, {h}, {w}\)"
+    ):
+        ours.backward(trace, dmaps={"a": np.zeros((1, 4, w, h), np.float32)})

@@ -365,3 +365,50 @@ def test_hand_worked_example_conv_relu_pool_linear() -> None:
         torch_logits = torch_model(torch.from_numpy(patch))
     np.testing.assert_allclose(conv, torch_conv.numpy(), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(logits, torch_logits.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_cross_entropy_of_huge_logits_is_finite_and_exact() -> None:
+    """log-sum-exp with the row maximum taken out first: exp(1000) overflows, the loss does not. Expected values
+    from first principles: row 1 is log(1 + e^1000) - 0 ~ 1000, row 2 log(1 + e^-800) ~ 0; mean 500."""
+    loss, grad = softmax_cross_entropy(np.array([[1000.0, 0.0], [0.0, 800.0]]), np.array([1, 1]))
+    assert loss == pytest.approx(500.0, abs=1e-9) and np.isfinite(grad).all()
+    np.testing.assert_allclose(grad, [[0.5, -0.5], [0.0, 0.0]], atol=1e-12)
+
+
+def test_cross_entropy_of_float32_logits_is_computed_in_float64() -> None:
+    """The loss of float32 logits equals the float64 computation on the same values, not a float32 one."""
+    logits = np.random.default_rng(0).standard_normal((64, 7)).astype(np.float32) * 3
+    labels = np.random.default_rng(1).integers(0, 7, 64)
+    z = logits.astype(np.float64)
+    expected = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(64), labels]))
+    loss, grad = softmax_cross_entropy(logits, labels)
+    assert loss == pytest.approx(expected, rel=1e-13, abs=1e-13) and grad.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: softmax_cross_entropy(np.zeros((2, 3)), np.array([0, -1])), r"labels must lie in \[0, 3\)"),
+        (
+            lambda: conv2d_forward(np.zeros((1, 2, 5, 5)), np.zeros((4, 2, 3, 3)), np.zeros(1)),
+            r"bias shape \(1,\) does not match w shape \(4, 2, 3, 3\)",
+        ),
+        (
+            lambda: linear_forward(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(1)),
+            r"got \(2, 3\), \(4, 3\), \(1,\)",
+        ),
+        (
+            lambda: maxpool2d_backward(np.zeros((1, 1, 3, 2)), maxpool2d_forward(np.zeros((1, 1, 4, 6)), 2, 2)[1]),
+            r"dout shape \(1, 1, 3, 2\) does not match pool output shape \(1, 1, 2, 3\)",
+        ),
+        (
+            lambda: global_avg_pool_backward(np.zeros((1, 3)), global_avg_pool_forward(np.zeros((1, 2, 4, 4)))[1]),
+            r"dout shape \(1, 3\) does not match pooled shape \(1, 2\)",
+        ),
+    ],
+    ids=["negative-label", "conv-bias", "linear-bias", "maxpool-dout", "avgpool-dout"],
+)
+def test_wrong_shapes_and_labels_are_refused_naming_them(call: Callable[[], object], message: str) -> None:
+    """Each of these would otherwise broadcast or index silently (a label of -1 picks the last class)."""
+    with pytest.raises(ValueError, match=message):
+        call()
