@@ -97,6 +97,23 @@ def test_analytic_boxes_equal_gradient_support_for_every_stage() -> None:
             assert np.array_equal(grown, box_mask(grown.shape, unclipped, margin)), (stage, y, x)
 
 
+@pytest.mark.parametrize("hw", [(40, 72), (72, 40)], ids=["wide", "tall"])
+def test_boxes_on_a_non_square_input_equal_gradient_support(hw: tuple[int, int]) -> None:
+    """Height and width kept apart: output sizes, the cell range and clipping to the input on a non-square input
+    against gradient support and PyTorch's own map sizes."""
+    proxy, marks = geometry_proxy(CONFIG, seed=3)
+    x = torch.randn(1, 3, *hw, dtype=torch.float64)
+    for stage, field in stage_fields(CONFIG, hw).items():
+        assert field.out_size == tuple(proxy[: marks[stage]](x).shape[2:]), stage
+        for y, x_ in probe_cells(field.out_size):
+            cell = cell_field(CONFIG, stage, y, x_, hw)
+            assert np.array_equal(gradient_support(proxy, marks[stage], x, y, x_), box_mask(hw, cell.clipped))
+        h, w = field.out_size
+        if h != w:
+            with pytest.raises(ValueError, match="outside"):
+                cell_field(CONFIG, stage, *((0, w) if w < h else (h, 0)), hw)  # valid were H and W swapped
+
+
 DILATED = NetworkConfig(
     stages=(
         Stage("stage1", 4, stride=2, pool=0),
