@@ -118,6 +118,35 @@ def test_rule_needs_both_absolute_and_relative_excess() -> None:
     assert np.isnan(max_abs) and np.isnan(ratio)
 
 
+def test_reported_figures_follow_their_definitions() -> None:
+    """max abs, max rel (over elements beyond atol) and the ratio |a-b| / max(atol, rtol |b|), from first
+    principles on hand-picked float64 values."""
+    b = np.array([1.0, 100.0, 0.0, 2.0])
+    a = np.array([1.0 + 4e-6, 100.0 + 5e-4, 3e-6, 2.0 + 3e-5])
+    max_abs, max_rel, ratio, failing = compare(a, b)
+    assert max_abs == pytest.approx(5e-4, rel=1e-9)
+    assert max_rel == pytest.approx(max(5e-4 / 100.0, 3e-5 / 2.0), rel=1e-9)  # 4e-6 and 3e-6 are within atol
+    assert ratio == pytest.approx(3e-5 / max(1e-5, 2e-5), rel=1e-9)  # 1.5; the 5e-4 at 100 is only 0.5 of its bound
+    assert failing.tolist() == [False, False, False, True]
+
+
+def test_the_worst_input_is_the_one_with_the_largest_difference() -> None:
+    from export.parity import _compare_outputs
+
+    ref = np.zeros((3, 4))
+    ours = ref.copy()
+    ours[0, 1], ours[1, 2], ours[2, 0] = 1e-3, 5e-2, 2e-4
+    comparison = _compare_outputs("logits", "numpy", "torch", ours, ref, ["first", "second", "third"])
+    assert comparison.worst_input == "second" and comparison.failures == 3
+
+
+def test_a_report_with_fewer_than_two_engines_does_not_pass() -> None:
+    from export.parity import ATOL, RTOL, ParityReport
+
+    assert not ParityReport(("numpy",), ("x",), ATOL, RTOL, ()).passed
+    assert ParityReport(("numpy", "torch"), ("x",), ATOL, RTOL, ()).passed
+
+
 def test_default_inputs_use_rendered_photos_when_available(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a stand-in ``model.synth.render_photo`` (JPEG bytes via ``.encode()``), 8 photos go through ``prepare``."""
 
