@@ -91,8 +91,11 @@ def conv2d_forward(
     top, bottom, left, right = pads = normalize_padding(padding)
     n, c, h, wd = x.shape
     f, _, kh, kw = w.shape
-    oh = conv_output_size(h, kh, stride, top + bottom, dilation)
-    ow = conv_output_size(wd, kw, stride, left + right, dilation)
+    try:
+        oh = conv_output_size(h, kh, stride, top + bottom, dilation)
+        ow = conv_output_size(wd, kw, stride, left + right, dilation)
+    except ValueError as exc:
+        raise ValueError(f"convolution w {w.shape} cannot run over x {x.shape} (padding {pads}): {exc}") from exc
     xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))) if any(pads) else x
     windows = _windows(xp, kh, kw, stride, dilation)[:, :oh, :ow]
     dtype = np.result_type(x.dtype, w.dtype)
@@ -151,8 +154,11 @@ def maxpool2d_forward(x: np.ndarray, kernel: int = 2, stride: int = 2) -> tuple[
     """
     _check_4d("x", x)
     n, c, h, w = x.shape
-    oh = conv_output_size(h, kernel, stride)
-    ow = conv_output_size(w, kernel, stride)
+    try:
+        oh = conv_output_size(h, kernel, stride)
+        ow = conv_output_size(w, kernel, stride)
+    except ValueError as exc:
+        raise ValueError(f"max-pool kernel {kernel} stride {stride} cannot run over x {x.shape}: {exc}") from exc
     windows = sliding_window_view(x, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride][:, :, :oh, :ow]
     flat = windows.reshape(n, c, oh, ow, kernel * kernel)
     argmax = flat.argmax(axis=-1)

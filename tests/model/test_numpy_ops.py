@@ -405,8 +405,16 @@ def test_cross_entropy_of_float32_logits_is_computed_in_float64() -> None:
             lambda: global_avg_pool_backward(np.zeros((1, 3)), global_avg_pool_forward(np.zeros((1, 2, 4, 4)))[1]),
             r"dout shape \(1, 3\) does not match pooled shape \(1, 2\)",
         ),
+        (
+            lambda: maxpool2d_forward(np.zeros((1, 2, 1, 6)), 2, 2),
+            r"max-pool kernel 2 stride 2 cannot run over x \(1, 2, 1, 6\): dilated kernel span 2 exceeds",
+        ),
+        (
+            lambda: conv2d_forward(np.zeros((1, 2, 2, 5)), np.zeros((4, 2, 3, 3)), None),
+            r"convolution w \(4, 2, 3, 3\) cannot run over x \(1, 2, 2, 5\) \(padding \(0, 0, 0, 0\)\)",
+        ),
     ],
-    ids=["negative-label", "conv-bias", "linear-bias", "maxpool-dout", "avgpool-dout"],
+    ids=["negative-label", "conv-bias", "linear-bias", "maxpool-dout", "avgpool-dout", "pool-too-big", "conv-too-big"],
 )
 def test_wrong_shapes_and_labels_are_refused_naming_them(call: Callable[[], object], message: str) -> None:
     """Each of these would otherwise broadcast or index silently (a label of -1 picks the last class)."""
