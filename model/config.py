@@ -12,6 +12,9 @@ from typing import Any
 
 CLASSES: tuple[str, str] = ("screen_damage", "general_returns")
 NEEDS_REVIEW = "needs_review"
+RESIZE_POLICIES = ("letterbox",)
+INTERPOLATIONS = ("bilinear", "bicubic")
+JPEG_DRAFTS = ("letterbox", "square")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,21 @@ class Preprocessing:
     interpolation: str = "bilinear"
     classes: tuple[str, ...] = CLASSES
     jpeg_draft: str = "square"
+
+    def __post_init__(self) -> None:
+        # A model card is a file: a value no code path handles must fail when the model loads, not per photo.
+        for name, value, allowed in (
+            ("resize", self.resize, RESIZE_POLICIES),
+            ("interpolation", self.interpolation, INTERPOLATIONS),
+            ("jpeg_draft", self.jpeg_draft, JPEG_DRAFTS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"preprocessing {name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.size < 1 or len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0 or not self.classes:
+            raise ValueError(
+                f"preprocessing needs size >= 1, 3 means, 3 positive stds and classes; got size={self.size}, "
+                f"mean={self.mean}, std={self.std}, classes={self.classes}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "classes": list(self.classes)}

@@ -24,7 +24,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image
 
-from model.config import Preprocessing
+from model.config import JPEG_DRAFTS, Preprocessing
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF photos decode wherever photos are decoded: training and serving
 
@@ -109,9 +109,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     return image.convert("RGB")
-
-
-JPEG_DRAFTS = ("letterbox", "square")
 
 
 def draft_size(width: int, height: int, draft_to: int, rule: str) -> tuple[int, int]:

@@ -109,7 +109,7 @@ def _load_data(opts: TrainOptions, spec: Preprocessing) -> tuple[dict[str, Array
             )
         description = {"kind": "image_folder", "root": str(opts.data), "skipped_unreadable": len(skipped)}
     else:
-        n_train = opts.n_train or DEFAULT_N_TRAIN
+        n_train = DEFAULT_N_TRAIN if opts.n_train is None else opts.n_train
         sizes = {"train": n_train, "val": opts.n_val, "test": opts.n_test, "shifted": opts.n_shifted}
         splits = {}
         for name, n in sizes.items():

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive, default=None, help="at most this many epochs (default from config)")
     p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=None, help="synthetic training photos (default from config)")
+    p.add_argument("--n-train", type=_positive, default=None, help="synthetic training photos (default from config)")
     p.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp32"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -36,3 +37,20 @@ def test_preprocessing_written_before_the_jpeg_draft_was_named_covers_the_square
     assert Preprocessing.from_dict(old).jpeg_draft == "square"
     letterbox = Preprocessing(jpeg_draft="letterbox")
     assert Preprocessing.from_dict(json.loads(letterbox.to_json())) == letterbox
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"jpeg_draft": "Letterbox"}, "jpeg_draft must be one of letterbox, square, got 'Letterbox'"),
+        ({"interpolation": "nearest"}, "interpolation must be one of bilinear, bicubic, got 'nearest'"),
+        ({"resize": "stretch"}, "resize must be one of letterbox, got 'stretch'"),
+        ({"size": 0}, "size >= 1"),
+        ({"std": (0.2, 0.0, 0.2)}, "3 positive stds"),
+        ({"classes": ()}, "classes"),
+    ],
+)
+def test_a_preprocessing_spec_no_code_path_handles_is_refused_when_read(change: dict, message: str) -> None:
+    """From a model card these failed photo by photo: every JPEG a 422, or a KeyError failing a whole batch."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Preprocessing.from_dict({**Preprocessing().to_dict(), **change})

@@ -174,9 +174,10 @@ def test_triage_train_on_a_small_folder_or_a_bad_one(tmp_path: Path, capsys: pyt
     assert "too few photos" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "missing" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as refused:
-        main(["train", "--epochs", "0"])
-    assert refused.value.code == 2 and "at least 1" in capsys.readouterr().err
+    for flag in ("--epochs", "--n-train"):  # --n-train 0 trained on the default 24000 photos
+        with pytest.raises(SystemExit) as refused:
+            main(["train", flag, "0"])
+        assert refused.value.code == 2 and "at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
