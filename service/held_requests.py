@@ -15,12 +15,11 @@ A batch that was answered before the worker died stays listed; the HTTP processe
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from service.parent_death import owner_pid, process_alive
+from service.parent_death import sweep_dirs_of_dead_owners
 
 _END = b".\n"
 HELD_PREFIX = "triage-held-"
@@ -39,14 +38,7 @@ def _held_base() -> Path | None:
 
 def sweep_orphan_held_dirs(base: Path | None = None) -> int:
     """Remove the held-request directories of services that were killed outright; returns how many."""
-    base = base or _held_base() or Path(tempfile.gettempdir())
-    removed = 0
-    for path in base.glob(f"{HELD_PREFIX}*"):
-        pid = owner_pid(path.name, HELD_PREFIX)
-        if path.is_dir() and pid is not None and not process_alive(pid):
-            shutil.rmtree(path, ignore_errors=True)
-            removed += 1
-    return removed
+    return sweep_dirs_of_dead_owners(base or _held_base() or Path(tempfile.gettempdir()), HELD_PREFIX)
 
 
 def held_path(directory: Path, pid: int) -> Path:

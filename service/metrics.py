@@ -11,7 +11,6 @@ spawned workers inherit the environment variable).
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from service.parent_death import owner_pid, process_alive
+from service.parent_death import sweep_dirs_of_dead_owners
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MODEL_INFO = "triage_model"
@@ -74,13 +73,7 @@ def use_metrics_dir(directory: Path | None = None) -> tuple[Path, bool]:
 
 def sweep_orphan_metrics_dirs(base: Path | None = None) -> int:
     """Remove the temporary metrics directories of services that were killed outright; returns how many."""
-    removed = 0
-    for path in (base or Path(tempfile.gettempdir())).glob(f"{METRICS_DIR_PREFIX}*"):
-        pid = owner_pid(path.name, METRICS_DIR_PREFIX)
-        if path.is_dir() and pid is not None and not process_alive(pid):
-            shutil.rmtree(path, ignore_errors=True)
-            removed += 1
-    return removed
+    return sweep_dirs_of_dead_owners(base or Path(tempfile.gettempdir()), METRICS_DIR_PREFIX)
 
 
 @dataclass(frozen=True)

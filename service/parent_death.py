@@ -6,14 +6,17 @@ holding the port, its workers (which ignore SIGTERM) would go on waiting for req
 processes, LitServe's queue manager) ask for it right after the fork, spawned inference workers when they set up.
 The kernel watches the thread that started the child, so the supervisor starts them all from its main thread.
 Elsewhere (no ``prctl``) nothing changes. The same module tells whether a process still exists, which is how the
-supervisor finds the files of services killed this way (``process_alive``, ``owner_pid``).
+supervisor finds the files of services killed this way (``process_alive``, ``owner_pid``,
+``sweep_dirs_of_dead_owners``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
@@ -58,3 +61,14 @@ def owner_pid(name: str, prefix: str) -> int | None:
     """The process id in ``<prefix><pid>-...``, or None when the name is not of that form."""
     head = name[len(prefix) :].split("-", 1)[0] if name.startswith(prefix) else ""
     return int(head) if head.isdigit() else None
+
+
+def sweep_dirs_of_dead_owners(base: Path, prefix: str) -> int:
+    """Remove the folders ``<prefix><pid>-...`` in ``base`` whose process no longer exists; returns how many."""
+    removed = 0
+    for path in base.glob(f"{prefix}*"):
+        pid = owner_pid(path.name, prefix)
+        if path.is_dir() and pid is not None and not process_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
