@@ -4,8 +4,8 @@ Plain NumPy and Pillow (no torch), so the serving image can use it. The steps:
 
 1. ``decode_photo``: bytes -> upright RGB ``PIL.Image`` (EXIF orientation applied, CMYK/palette/alpha/16-bit/
    grayscale converted, first frame of animations). With ``draft_to`` a JPEG is decoded in the DCT domain at
-   the coarsest power-of-two reduction that still covers the letterboxed network input (``jpeg_draft``), which
-   is what makes 12 MP phone photos cheap.
+   the coarsest power-of-two reduction that still covers ``size x size`` (``jpeg_draft="square"``, the shipped
+   rule) or the letterboxed network input (``"letterbox"``), which is what makes 12 MP phone photos cheap.
 2. ``letterbox``: scale the long side to ``spec.size``, centre, pad with the mean colour -> ``uint8 (S, S, 3)``.
 3. ``normalize``: ``uint8 (..., S, S, 3)`` -> ``float32 (..., 3, S, S)`` with the spec's mean and std.
 

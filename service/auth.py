@@ -10,9 +10,10 @@ _BLANKS = " \t"  # what HTTP allows around a header value; other whitespace is p
 
 
 def presented_key(headers: Headers) -> str | None:
-    """The key a request presents, from ``X-API-Key`` or a ``Bearer`` ``Authorization`` header, without the spaces
-    and tabs around it. A request that sends differing keys, or several credentials headers of one kind, presents
-    none: which of them would count is not for the server to guess."""
+    """The key a request presents, without the spaces and tabs around it: its ``X-API-Key`` if it has one (the
+    header repeated with one value counts once; differing values present no key), else the key of its one
+    ``Bearer`` ``Authorization`` header (two ``Authorization`` headers present none). Which of two differing keys
+    would count is not for the server to guess."""
     keys = {value.strip(_BLANKS) for value in headers.getlist("x-api-key")}
     if keys:
         return keys.pop() if len(keys) == 1 else None

@@ -31,7 +31,7 @@ from service.held_requests import HeldRequests
 
 IDLE_WAIT_S = 0.5
 
-Taken = tuple[str, str, Any]  # (response queue id, request uid, payload)
+Taken = tuple[int, str, Any]  # (response queue id, request uid, payload)
 
 
 class PatientBatchedLoop(BatchedLoop):

@@ -1,8 +1,8 @@
 """``POST /v1/explain``: one photo -> its route and what the served model computed to get there.
 
-The same intake, limits, API key, request ids, timeout and metrics as ``/v1/route`` (``read_upload``,
-``read_photo``, ``RequestContextMiddleware``), and the same ONNX session: the feature maps are the model's own
-named stage outputs. Options (``layers``, ``channels``, ``format``, ``erf``) are checked in the HTTP server before
+The same intake, limits, API key, request ids, timeout and metrics as ``/v1/route`` (``receive_upload`` with the
+photo hand-off, ``read_photo``, ``RequestContextMiddleware``), and the same ONNX session: the feature maps are the
+model's own named stage outputs. Options (``layers``, ``channels``, ``format``, ``erf``) are checked in the HTTP server before
 the request is queued (400 naming what is valid). Concurrent requests share one batched model run; nothing a
 single request brings can fail the others: a bad photo is that request's own 413/415/422, and an unexpected
 error while drawing one explanation is that request's own 500 (a bug, logged with its traceback).

@@ -1,9 +1,9 @@
 """Pictures of what the network computed: colour-mapped feature maps, heatmaps resampled to the photo, overlays.
 
-Plain NumPy and Pillow. Feature maps are upscaled with nearest neighbour so each cell stays a visible square;
-heatmaps that live on a grid of cell centres (class-activation map) or on the network input (effective receptive
-field) are resampled into uploaded-photo coordinates through the letterbox geometry, so they line up with the
-receptive-field boxes, which are in the same coordinates.
+Plain NumPy and Pillow. Feature maps are upscaled with nearest neighbour so each cell stays a visible square; the
+class-activation map, which lives on a grid of cell centres, is resampled into uploaded-photo coordinates through
+the letterbox geometry, so it lines up with the receptive-field boxes, which are in the same coordinates (effective
+receptive fields are drawn in network-input pixels over their box, ``service.erf``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ it has just taken into a small file of its own, one ``pwrite`` per batch, in a d
 (``/dev/shm`` where there is one, so nothing reaches a disk). When a worker dies, the supervisor reads its file
 and tells each HTTP process which of its requests are lost (``service.worker_loss``).
 
-The file holds ``"<HTTP process id> <request uid>\\n"`` per request and a line ``"."`` after the last one: each
+The file holds ``"<response queue id> <request uid>\\n"`` per request (the response queue id is LitServe's index
+of the HTTP process that waits for the answer, not a process id) and a line ``"."`` after the last one: each
 batch overwrites the file from its start, so whatever an earlier, longer batch left after that line is ignored.
 A batch that was answered before the worker died stays listed; the HTTP processes ignore uids they no longer hold.
 """
@@ -53,7 +54,7 @@ class HeldRequests:
         self._fd: int | None = None
 
     def hold(self, taken: Iterable[tuple[int, str]]) -> None:
-        """Record the batch just taken: ``(HTTP process id, request uid)`` per request."""
+        """Record the batch just taken: ``(response queue id, request uid)`` per request."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.pwrite(self._fd, "".join(f"{consumer} {uid}\n" for consumer, uid in taken).encode() + _END, 0)
@@ -66,14 +67,14 @@ class HeldRequests:
 
 
 def take_held(directory: Path, pid: int) -> dict[int, list[str]]:
-    """The uids the dead worker ``pid`` last took, by HTTP process id; its file is removed."""
+    """The uids the dead worker ``pid`` last took, by response queue id; its file is removed."""
     held = read_held(directory, pid)
     held_path(directory, pid).unlink(missing_ok=True)
     return held
 
 
 def read_held(directory: Path, pid: int) -> dict[int, list[str]]:
-    """The uids worker ``pid`` last took, by HTTP process id (none when it has no file)."""
+    """The uids worker ``pid`` last took, by response queue id (none when it has no file)."""
     try:
         data = held_path(directory, pid).read_bytes()
     except FileNotFoundError:

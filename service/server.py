@@ -4,8 +4,8 @@ Endpoints: ``POST /v1/route`` (``RouteAPI``), ``POST /v1/explain`` (``ExplainAPI
 page, ``service.page``, in place of LitServe's own ``/`` and ``/info``), ``GET /v1/model``, ``GET /health``
 (LitServe's: 200 once every worker of every API has loaded and warmed up the model, 503 before), ``GET /metrics``.
 Another model endpoint is one more entry in ``build_apis``; it reuses ``EngineAPI`` (workers, engine, provider
-report), ``read_upload`` (request parsing), ``read_photo`` (intake), and gets the request id, API key, limits,
-timeout and metrics from ``RequestContextMiddleware`` for free.
+report), ``shared_upload`` (request parsing, photos handed over in ``/dev/shm``), ``read_photo`` (intake), and
+gets the request id, API key, limits, timeout and metrics from ``RequestContextMiddleware`` for free.
 """
 
 from __future__ import annotations

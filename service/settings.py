@@ -82,7 +82,7 @@ class Settings(BaseSettings):
 
     @field_validator("api_key", "handoff_dir", mode="before")
     @classmethod
-    def _empty_key_is_none(cls, value: object) -> object:
+    def _blank_is_none(cls, value: object) -> object:
         if isinstance(value, str):
             value = value.strip()  # a key read from a file keeps its newline; no header value can carry one
         return None if value in ("", None) else value
