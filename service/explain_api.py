@@ -2,10 +2,10 @@
 
 The same intake, limits, API key, request ids, timeout and metrics as ``/v1/route`` (``receive_upload`` with the
 photo hand-off, ``read_photo``, ``RequestContextMiddleware``), and the same ONNX session: the feature maps are the
-model's own named stage outputs. Options (``layers``, ``channels``, ``format``, ``erf``) are checked in the HTTP server before
-the request is queued (400 naming what is valid). Concurrent requests share one batched model run; nothing a
-single request brings can fail the others: a bad photo is that request's own 413/415/422, and an unexpected
-error while drawing one explanation is that request's own 500 (a bug, logged with its traceback).
+model's own named stage outputs. Options (``layers``, ``channels``, ``format``, ``erf``) are checked in the HTTP
+server before the request is queued (400 naming what is valid). Concurrent requests share one batched model run;
+nothing a single request brings can fail the others: a bad photo is that request's own 413/415/422, and an
+unexpected error while drawing one explanation is that request's own 500 (a bug, logged with its traceback).
 """
 
 # No ``from __future__ import annotations``: LitServe hands decode_request's annotation to FastAPI at runtime.
