@@ -57,7 +57,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parity(args: argparse.Namespace, rest: Sequence[str]) -> int:
+def _parity(rest: Sequence[str]) -> int:
     from export.parity import main as parity_main
 
     return parity_main(list(rest))
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["parity"]:
-        return _parity(argparse.Namespace(), argv[1:])
+        return _parity(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.handler(args) or 0)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,14 +84,12 @@ class TriageEngine:
         *,
         device: str = "auto",
         threads: int = 0,
-        verify_sha256: bool = True,
-        session_factory: Callable[..., Any] = ort.InferenceSession,
     ) -> None:
         self.onnx_path = Path(onnx_path)
         self.card = read_card(self.onnx_path.parent / CARD_NAME)
         actual = sha256_file(self.onnx_path)
         expected = self.card.get("artifacts", {}).get(self.onnx_path.name, {}).get("sha256")
-        if verify_sha256 and actual != expected:
+        if actual != expected:
             raise ModelIntegrityError(
                 f"{self.onnx_path} has sha256 {actual} but the model card records {expected}; refusing to serve it"
             )
@@ -106,7 +104,7 @@ class TriageEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        self.session = session_factory(str(self.onnx_path), options, providers=planned)
+        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=planned)
         provider = provider_in_use(device, planned, self.session.get_providers())
         gpu_id = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
         self.info = EngineInfo(provider, f"cuda:{gpu_id}" if provider == CUDA else "cpu", actual)

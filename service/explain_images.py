@@ -134,11 +134,6 @@ def grid_to_photo(grid: np.ndarray, start: float, jump: float, geo: Letterbox, s
     return rows[:, x_lo] * (1.0 - fx).astype(np.float32) + rows[:, x_hi] * fx.astype(np.float32)
 
 
-def input_to_photo(values: np.ndarray, geo: Letterbox, size: tuple[int, int]) -> np.ndarray:
-    """Resample a network-input-sized map ``(S, S)`` to the photo drawn at ``size``: ``(size[1], size[0])``."""
-    return grid_to_photo(values, 0.5, 1.0, geo, size)
-
-
 def overlay(photo: Image.Image, heat: np.ndarray, opacity: float = 0.6) -> Image.Image:
     """An inferno heatmap ``heat (h, w)`` in ``[0, 1]`` blended over ``photo`` resized to ``(w, h)``.
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
 
-from service.form_stream import FormError, FormLimits, MemoryWriter, PartWriter, TooManyParts, read_file_parts
+from service.form_stream import FormError, FormLimits, PartWriter, TooManyParts, read_file_parts
 from service.intake import IntakeError
 
 _DATA_URI = re.compile(r"^data:[\w.+/-]*(?:;[\w.+-]+=[^;,]*)*;base64,", re.IGNORECASE)  # RFC 2397 parameters
@@ -151,11 +151,6 @@ async def _read_json(request: Request, limits: UploadLimits) -> list[UploadedPho
         raise reject(request, 400, "malformed_request", message) from exc
     _check_count(request, len(parsed.images), limits, 'a non-empty "images" list')
     return [_decode_base64(text, limits) for text in parsed.images]
-
-
-async def read_upload(request: Request) -> TicketUpload:
-    """FastAPI dependency: the ticket's photos, held in memory, or an ``HTTPException`` for a malformed request."""
-    return await receive_upload(request, MemoryWriter)
 
 
 async def receive_upload(request: Request, new_writer: Callable[[], PartWriter]) -> TicketUpload:

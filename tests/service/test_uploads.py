@@ -9,10 +9,16 @@ import os
 from typing import Annotated
 
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 
-from service.uploads import TicketUpload, UploadLimits, _decode_base64, read_upload
+from service.form_stream import MemoryWriter
+from service.uploads import TicketUpload, UploadLimits, _decode_base64, receive_upload
+
+
+async def read_upload(request: Request) -> TicketUpload:
+    """The service's request parsing with the photos kept in memory instead of hand-off files."""
+    return await receive_upload(request, MemoryWriter)
 
 
 def echo_app() -> FastAPI:
