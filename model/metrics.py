@@ -10,7 +10,12 @@ import numpy as np
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """``(N, K)`` -> ``(N, K)`` float64 probabilities."""
+    """``(N, K)`` logits -> ``(N, K)`` float64 probabilities of ``softmax(logits / temperature)``; rows sum to 1.
+    Training fits the temperature and the review threshold with it, and serving applies them with it."""
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be (N, K), got shape {logits.shape}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
     z = logits.astype(np.float64) / temperature
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)

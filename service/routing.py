@@ -8,18 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.config import NEEDS_REVIEW
+from model.metrics import softmax
 
 
 def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """``(N, K)`` logits -> ``(N, K)`` probabilities of ``softmax(logits / temperature)`` (float64, rows sum to 1)."""
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be (N, K), got shape {logits.shape}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    z = logits.astype(np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """``(N, K)`` logits -> ``(N, K)`` probabilities of ``softmax(logits / temperature)`` (float64, rows sum to 1):
+    the softmax training calibrated the model with."""
+    return softmax(logits, temperature)
 
 
 @dataclass(frozen=True)
