@@ -6,7 +6,8 @@ Activations are calibrated on generated *validation* photos (never the test spli
 The int8 model is measured against the fp32 one on the generated test split (accuracy) and at batch 1 and 8 on
 this CPU (median latency, both cores). It is shipped as ``triage.int8.onnx`` only if it is faster at both batch
 sizes and loses at most 0.5 accuracy point; either way the figures go into the model card under
-``quantization``.
+``quantization``, and the folder then holds the int8 file exactly when the card lists it (a run that does not
+ship withdraws an int8 file an earlier run shipped). ``--no-card`` measures only and changes nothing.
 """
 
 from __future__ import annotations
@@ -91,12 +92,12 @@ def latency_ms(session: ort.InferenceSession, batch: np.ndarray, repeat: int) ->
     return statistics.median(times) * 1000
 
 
-def evaluate(model: Path, n_test: int, n_calibration: int, repeat: int) -> dict[str, Any]:
-    """Quantise ``model``, compare it with fp32, decide, and return the figures for the model card."""
+def evaluate(model: Path, n_test: int, n_calibration: int, repeat: int, int8_path: Path) -> dict[str, Any]:
+    """Quantise ``model`` into ``int8_path``, compare it with fp32, decide, and return the figures for the card."""
     spec = Preprocessing.from_dict(read_card(model.parent / CARD_NAME)["preprocessing"])
     calibration = synthetic_split("val", n_calibration, spec).pixels
     test = synthetic_split("test", n_test, spec)
-    int8_path = quantize_model(model, model.parent / INT8_NAME, calibration, spec)
+    quantize_model(model, int8_path, calibration, spec)
     rows: dict[str, dict[str, float]] = {}
     sample = normalize(test.pixels[:8], spec)
     for name, path in (("fp32", model), ("int8", int8_path)):
@@ -110,8 +111,6 @@ def evaluate(model: Path, n_test: int, n_calibration: int, repeat: int) -> dict[
     faster = all(rows["int8"][k] < rows["fp32"][k] for k in ("batch1_ms", "batch8_ms"))
     loss = rows["fp32"]["accuracy"] - rows["int8"]["accuracy"]
     shipped = faster and loss <= MAX_ACCURACY_LOSS
-    if not shipped:
-        int8_path.unlink()
     return {
         "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations (MinMax)",
         "calibration": f"{n_calibration} generated validation photos",
@@ -141,19 +140,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-test", type=int, default=2000)
     parser.add_argument("--n-calibration", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--no-card", action="store_true", help="do not record the figures in the model card")
+    parser.add_argument("--no-card", action="store_true", help="measure only: change neither the card nor the files")
     args = parser.parse_args(argv)
-    report = evaluate(args.model, args.n_test, args.n_calibration, args.repeat)
-    print(format_table(report))
-    verdict = "shipped as " + INT8_NAME if report["shipped"] else "not shipped"
-    print(f"\nint8 loses {report['accuracy_loss_points']:.2f} accuracy points; {verdict} ({report['rule']})")
-    if not args.no_card:
-        card_path = args.model.parent / CARD_NAME
-        card = read_card(card_path)
-        card["quantization"] = report
-        if report["shipped"]:
-            card["artifacts"][INT8_NAME] = {"sha256": report["sha256"], "bytes": report["results"]["int8"]["bytes"]}
-        write_card(card_path, card)
+    final = args.model.parent / INT8_NAME
+    candidate = final.with_name(f"{INT8_NAME}.candidate")
+    try:
+        report = evaluate(args.model, args.n_test, args.n_calibration, args.repeat, candidate)
+        print(format_table(report))
+        verdict = "shipped as " + INT8_NAME if report["shipped"] and not args.no_card else "not shipped"
+        print(f"\nint8 loses {report['accuracy_loss_points']:.2f} accuracy points; {verdict} ({report['rule']})")
+        if not args.no_card:
+            card_path = args.model.parent / CARD_NAME
+            card = read_card(card_path)
+            card["quantization"] = report
+            if report["shipped"]:
+                candidate.replace(final)
+                card["artifacts"][INT8_NAME] = {"sha256": report["sha256"], "bytes": report["results"]["int8"]["bytes"]}
+            else:
+                final.unlink(missing_ok=True)
+                card["artifacts"].pop(INT8_NAME, None)
+            write_card(card_path, card)
+    finally:
+        candidate.unlink(missing_ok=True)
     return 0
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from export.quantize import format_table, latency_ms, quantize_model
 from model.config import Preprocessing
@@ -37,3 +38,37 @@ def test_table_lists_both_models() -> None:
     row = {"accuracy": 0.9, "batch1_ms": 1.0, "batch8_ms": 5.0, "bytes": 2_000_000}
     table = format_table({"results": {"fp32": row, "int8": {**row, "accuracy": 0.89}}})
     assert "| fp32 | 90.00% | 1.00 | 5.00 | 2.00 |" in table and "| int8 | 89.00% |" in table
+
+
+def test_the_folder_holds_the_int8_file_exactly_when_the_card_lists_it(
+    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that ships writes file and card entry together; a later run that does not ship withdraws both (it
+    used to delete the file and keep the card's entry for it). ``--no-card`` changes nothing."""
+    import shutil
+
+    from export import quantize
+    from model.card import CARD_NAME, read_card, sha256_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(random_model_dir, folder)
+    args = ["--model", str(folder / "triage.onnx"), "--n-test", "8", "--n-calibration", "8", "--repeat", "1"]
+    int8 = folder / quantize.INT8_NAME
+    monkeypatch.setattr(quantize, "accuracy", lambda *a: 0.5)  # no loss either way: speed decides
+
+    def timed(int8_ms: float) -> None:
+        monkeypatch.setattr(
+            quantize, "latency_ms", lambda s, x, r: int8_ms if "int8" in Path(s._model_path).name else 2.0
+        )
+
+    timed(1.0)
+    assert quantize.main(args) == 0
+    card = read_card(folder / CARD_NAME)
+    assert card["quantization"]["shipped"] and card["artifacts"][quantize.INT8_NAME]["sha256"] == sha256_file(int8)
+    timed(3.0)
+    assert quantize.main([*args, "--no-card"]) == 0
+    assert read_card(folder / CARD_NAME) == card and int8.exists()
+    assert quantize.main(args) == 0
+    card = read_card(folder / CARD_NAME)
+    assert not card["quantization"]["shipped"] and quantize.INT8_NAME not in card["artifacts"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in random_model_dir.iterdir())
