@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from service.engine import CUDA, plan_providers
+from service.engine import CUDA, plan_providers, visible_gpus
+
+__all__ = ["DevicePlan", "pin_worker_gpu", "plan_devices", "visible_gpus"]
 
 
 @dataclass(frozen=True)
@@ -21,14 +22,6 @@ class DevicePlan:
     accelerator: str
     devices: int
     providers: tuple[str, ...]
-
-
-def visible_gpus(dev: Path = Path("/dev"), env: str | None = None) -> list[str]:
-    """The GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else every ``/dev/nvidiaN`` node."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES") if env is None else env
-    if env is not None:
-        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
-    return sorted((p.name.removeprefix("nvidia") for p in dev.glob("nvidia[0-9]*")), key=int)
 
 
 def plan_devices(preference: str, available: Sequence[str], gpus: Sequence[str]) -> DevicePlan:

@@ -35,9 +35,26 @@ class ModelIntegrityError(RuntimeError):
     """The model file does not match the hash recorded in its model card."""
 
 
-def gpu_present(dev: Path = Path("/dev")) -> bool:
-    """Whether an NVIDIA GPU device node exists (no torch, no CUDA call)."""
-    return any(dev.glob("nvidia[0-9]*"))
+def visible_gpus(dev: Path = Path("/dev"), env: str | None = None) -> list[str]:
+    """The GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else every ``/dev/nvidiaN`` node (no
+    torch, no CUDA call)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES") if env is None else env
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    return sorted((p.name.removeprefix("nvidia") for p in dev.glob("nvidia[0-9]*")), key=int)
+
+
+def verified_card(onnx_path: Path) -> tuple[dict[str, Any], str]:
+    """The model card beside ``onnx_path`` and the file's sha256; ``ModelIntegrityError`` unless the card records
+    exactly that sha256 for the file."""
+    card = read_card(onnx_path.parent / CARD_NAME)
+    actual = sha256_file(onnx_path)
+    expected = card.get("artifacts", {}).get(onnx_path.name, {}).get("sha256")
+    if actual != expected:
+        raise ModelIntegrityError(
+            f"{onnx_path} has sha256 {actual} but the model card records {expected}; refusing to serve it"
+        )
+    return card, actual
 
 
 def plan_providers(preference: str, available: Sequence[str], has_gpu: bool) -> list[str]:
@@ -86,19 +103,13 @@ class TriageEngine:
         threads: int = 0,
     ) -> None:
         self.onnx_path = Path(onnx_path)
-        self.card = read_card(self.onnx_path.parent / CARD_NAME)
-        actual = sha256_file(self.onnx_path)
-        expected = self.card.get("artifacts", {}).get(self.onnx_path.name, {}).get("sha256")
-        if actual != expected:
-            raise ModelIntegrityError(
-                f"{self.onnx_path} has sha256 {actual} but the model card records {expected}; refusing to serve it"
-            )
+        self.card, actual = verified_card(self.onnx_path)
         self.preprocessing: Preprocessing = card_preprocessing(self.card)
         self.classes: tuple[str, ...] = tuple(self.card["classes"])
         self.temperature = float(self.card["calibration"]["temperature"])
         self.threshold = float(self.card["calibration"]["review_threshold"])
         available = ort.get_available_providers()
-        planned = plan_providers(device, available, gpu_present())
+        planned = plan_providers(device, available, bool(visible_gpus()))
         if CUDA in planned and hasattr(ort, "preload_dlls"):
             ort.preload_dlls()
         options = ort.SessionOptions()

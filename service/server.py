@@ -22,9 +22,8 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from model.card import CARD_NAME, read_card, sha256_file
 from service.devices import DevicePlan, plan_devices, visible_gpus
-from service.engine import DeviceError, ModelIntegrityError
+from service.engine import DeviceError, ModelIntegrityError, verified_card
 from service.engine_api import EngineAPI
 from service.explain_api import EXPLAIN_PATH, ExplainAPI
 from service.logs import configure_logging
@@ -57,14 +56,7 @@ def preflight(settings: Settings) -> tuple[dict[str, Any], DevicePlan]:
     Checks the model file against the sha256 in its card (the workers' engines check again when they load it)
     and plans the devices; returns the card and the plan.
     """
-    onnx_path = settings.model_path
-    card = read_card(onnx_path.parent / CARD_NAME)
-    expected = card.get("artifacts", {}).get(onnx_path.name, {}).get("sha256")
-    actual = sha256_file(onnx_path)
-    if actual != expected:
-        raise ModelIntegrityError(
-            f"{onnx_path} has sha256 {actual} but the model card records {expected}; refusing to serve it"
-        )
+    card, _ = verified_card(settings.model_path)
     return card, plan_devices(settings.device, ort.get_available_providers(), visible_gpus())
 
 
