@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import litserve as ls
 from fastapi import FastAPI
@@ -23,6 +24,11 @@ from service.parent_death import die_with_parent
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def milliseconds(seconds: float) -> float:
+    """A duration as the answers' ``timings_ms`` give it: milliseconds, two decimals."""
+    return round(seconds * 1000, 2)
 
 
 class EngineAPI(ls.LitAPI):
@@ -62,6 +68,23 @@ class EngineAPI(ls.LitAPI):
         a request gets here. LitServe's default is a plain function, which FastAPI runs in its thread pool for every
         request (a thread hop in about a sixth of an HTTP process's samples under phone-photo load,
         ``docs/BENCHMARKS.md``); a coroutine runs on the event loop."""
+
+    # LitServe's batched loop: ``batch`` the decoded requests, ``predict`` once, ``unbatch`` the answers. Both APIs
+    # keep decoded requests as they are and run them in one model call (``run_batch``).
+    def batch(self, inputs: list[Any]) -> list[Any]:
+        return list(inputs)
+
+    def predict(self, x: Any) -> Any:
+        if isinstance(x, list):
+            return self.run_batch(x)
+        return self.run_batch([x])[0]  # one request, unbatched (a direct call; LitServe's single-request loop)
+
+    def unbatch(self, output: list[Any]) -> list[Any]:
+        return list(output)
+
+    def run_batch(self, decoded: list[Any]) -> list[Any]:
+        """One model run over every decoded request of a batch; an answer per request, in order."""
+        raise NotImplementedError
 
     def configure_app(self, app: FastAPI) -> None:
         """Called once on the HTTP app before serving: what the HTTP processes need to know about this API."""

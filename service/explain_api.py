@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from model.preprocess import Prepared
-from service.engine_api import EngineAPI
+from service.engine_api import EngineAPI, milliseconds
 from service.explain import Explainer
 from service.explain_images import for_display
 from service.explain_options import ExplainOptions, OptionError, parse_options
@@ -75,10 +75,6 @@ class Explained:
     timings: dict[str, float]
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
-
-
 class ExplainAPI(EngineAPI):
     """Explains one photo per request; the model runs once per batch of concurrent requests."""
 
@@ -129,18 +125,7 @@ class ExplainAPI(EngineAPI):
         )
         return DecodedPhoto(request, error, timings)
 
-    def batch(self, inputs: list[DecodedPhoto]) -> list[DecodedPhoto]:
-        return list(inputs)
-
-    def predict(self, x: DecodedPhoto | list[DecodedPhoto]) -> Explained | list[Explained]:
-        if isinstance(x, DecodedPhoto):  # one request, unbatched (a direct call; LitServe's single-request loop)
-            return self._explain([x])[0]
-        return self._explain(x)
-
-    def unbatch(self, output: list[Explained]) -> list[Explained]:
-        return list(output)
-
-    def _explain(self, photos: list[DecodedPhoto]) -> list[Explained]:
+    def run_batch(self, photos: list[DecodedPhoto]) -> list[Explained]:
         ready = [i for i, p in enumerate(photos) if isinstance(p.item, Prepared)]
         results = [Explained(p.request, None, p.item, p.timings) for p in photos]  # errors unless replaced
         if ready:
@@ -183,6 +168,6 @@ class ExplainAPI(EngineAPI):
             **output.body,
             **self.engine.provenance(),
             "request_id": upload.request_id,
-            "timings_ms": {k: _ms(v) for k, v in output.timings.items()},
+            "timings_ms": {k: milliseconds(v) for k, v in output.timings.items()},
         }
         return JSONResponse(body)

@@ -21,7 +21,7 @@ import numpy as np
 from fastapi import Depends
 from fastapi.responses import JSONResponse, Response
 
-from service.engine_api import EngineAPI
+from service.engine_api import EngineAPI, milliseconds
 from service.intake import IntakeError, read_photo
 from service.metrics import metrics
 from service.photo_handoff import shared_upload
@@ -46,10 +46,6 @@ class RoutedTicket:
     ticket: DecodedTicket
     decisions: tuple[Decision | None, ...]
     inference_seconds: float
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
 
 
 class RouteAPI(EngineAPI):
@@ -99,18 +95,7 @@ class RouteAPI(EngineAPI):
             request, tuple(items), {"queue": queue_seconds, "decode": decode, "preprocess": preprocess}
         )
 
-    def batch(self, inputs: list[DecodedTicket]) -> list[DecodedTicket]:
-        return list(inputs)
-
-    def predict(self, x: DecodedTicket | list[DecodedTicket]) -> RoutedTicket | list[RoutedTicket]:
-        if isinstance(x, DecodedTicket):  # one request, unbatched (a direct call; LitServe's single-request loop)
-            return self._route([x])[0]
-        return self._route(x)
-
-    def unbatch(self, output: list[RoutedTicket]) -> list[RoutedTicket]:
-        return list(output)
-
-    def _route(self, tickets: list[DecodedTicket]) -> list[RoutedTicket]:
+    def run_batch(self, tickets: list[DecodedTicket]) -> list[RoutedTicket]:
         where = [
             (t, p)
             for t, ticket in enumerate(tickets)
@@ -154,12 +139,12 @@ class RouteAPI(EngineAPI):
             body = {"detail": detail, "images": images, "request_id": upload.request_id}
             return JSONResponse(body, status_code=errors[0].status)
         m.routes.labels(level="ticket", route=ticket.route).inc()
-        timings = {k: _ms(v) for k, v in output.ticket.timings.items()}
+        timings = {k: milliseconds(v) for k, v in output.ticket.timings.items()}
         body = {
             **ticket.to_dict(),
             "images": images,
             **self.engine.provenance(),
             "request_id": upload.request_id,
-            "timings_ms": {**timings, "inference": _ms(output.inference_seconds)},
+            "timings_ms": {**timings, "inference": milliseconds(output.inference_seconds)},
         }
         return JSONResponse(body)
