@@ -119,6 +119,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def group_members(pgid: int) -> list[tuple[int, str]]:
+    """Live (non-zombie) processes of a process group: ``(pid, command)``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append((int(stat.parent.name), command))
+    return members
+
+
 def launch(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[subprocess.Popen[bytes], float]:
     """Starts ``cmd`` leading its own session, output to ``log``, with this environment less TRIAGE_*, OMP_* and
     PROMETHEUS_MULTIPROC_DIR, plus ``env``; returns the process and its launch time (``time.monotonic``)."""

@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.process_stats import group_members  # noqa: E402
 from bench.service_load import (  # noqa: E402
     SIZES,
     ServerConfig,
@@ -62,19 +63,6 @@ def render_requests(phone: int, small: int) -> list[bytes]:
     return [route_request(photos[i], n) for n, i in enumerate(order)]
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of the process group, from ``/proc``."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return sorted(pids)
-
-
 def _sockets(table: str, inode: int, keep: Callable[[list[str]], bool]) -> set[str]:
     """``socket:[inode]`` of the rows of a ``/proc/net`` table that ``keep`` selects."""
     try:
@@ -90,7 +78,7 @@ def process_roles(pgid: int, port: int) -> dict[int, str]:
     tcp = _sockets("/proc/net/tcp", 9, lambda c: c[3] == "0A" and int(c[1].rsplit(":", 1)[1], 16) == port)
     unix = _sockets("/proc/net/unix", 6, lambda c: c[3] == "00010000" and "pymp-" in (c[7:] or [""])[0])
     roles = {}
-    for pid in group_members(pgid):
+    for pid, _ in group_members(pgid):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
             fds = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
@@ -136,7 +124,7 @@ class Soak:
 
     def sample_rss(self, pgid: int) -> None:
         now = time.perf_counter() - self.t_start
-        for pid in group_members(pgid):
+        for pid, _ in group_members(pgid):
             if (mib := rss_mib(pid)) is not None:
                 self.rss.setdefault(pid, []).append((now, mib))
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.process_stats import free_port, group_members  # noqa: E402
 
 SERVE = [sys.executable, "-m", "service.cli", "serve"]
 KEY = "bench-key"
@@ -53,26 +54,6 @@ class Service:
     still_up: bool = False  # running when the load stopped
     exit_code: int | None = None  # after SIGTERM
     left_behind: tuple[str, ...] = ()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def group_members(pgid: int) -> list[tuple[int, str]]:
-    """Live (non-zombie) processes of a process group: ``(pid, command)``."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append((int(stat.parent.name), command))
-    return members
 
 
 def inference_workers(pgid: int) -> list[int]:
