@@ -56,7 +56,7 @@ def default_inputs(
     """
     rng = np.random.default_rng(seed)
     s = spec.size
-    pad = np.asarray([round(m * 255) for m in spec.mean], dtype=np.uint8)
+    pad = np.asarray(spec.pad_colour, dtype=np.uint8)
     inputs = _synthetic_photos(spec, synth, 7_000_000 + seed) if synth else {}
     for i in range(3):
         inputs[f"noise-pixels-{i}"] = normalize(rng.integers(0, 256, (s, s, 3), dtype=np.uint8), spec)

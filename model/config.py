@@ -54,6 +54,12 @@ class Preprocessing:
                 f"mean={self.mean}, std={self.std}, classes={self.classes}"
             )
 
+    @property
+    def pad_colour(self) -> tuple[int, int, int]:
+        """The letterbox padding as RGB bytes: the mean colour, which normalises to (nearly) 0."""
+        r, g, b = (round(m * 255) for m in self.mean)
+        return r, g, b
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "classes": list(self.classes)}
 

@@ -175,7 +175,7 @@ def letterbox(photo: Photo, spec: Preprocessing) -> tuple[np.ndarray, Letterbox]
         raise ValueError(f"unsupported resize policy {spec.resize!r}; this version knows 'letterbox'")
     geo = letterbox_geometry(photo.width, photo.height, spec.size)
     resized = photo.image.resize((geo.new_width, geo.new_height), _RESAMPLE[spec.interpolation])
-    colour = np.asarray([round(m * 255) for m in spec.mean], dtype=np.uint8)
+    colour = np.asarray(spec.pad_colour, dtype=np.uint8)
     top, left = geo.pad_y, geo.pad_x
     bottom, right = top + geo.new_height, left + geo.new_width
     canvas = np.empty((spec.size, spec.size, 3), dtype=np.uint8)

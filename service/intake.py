@@ -20,13 +20,10 @@ import time
 import warnings
 from dataclasses import dataclass
 
-import pillow_heif
 from PIL import Image
 
 from model.config import Preprocessing
-from model.preprocess import Prepared, decode_photo, letterbox, normalize
-
-pillow_heif.register_heif_opener()
+from model.preprocess import Prepared, decode_photo, letterbox, normalize  # registers the HEIC/HEIF opener
 
 # What Pillow raises on corrupt or truncated data, across its plugins and pillow-heif. Anything else is a bug.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
