@@ -34,7 +34,7 @@ lint: .venv/dev.stamp
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
 train: .venv/dev.stamp
-	.venv/bin/triage train --out artifacts
+	.venv/bin/triage train --out artifacts --overwrite
 
 export: .venv/dev.stamp
 	.venv/bin/triage export --out artifacts

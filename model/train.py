@@ -105,7 +105,7 @@ def _load_data(opts: TrainOptions, spec: Preprocessing) -> tuple[dict[str, Array
             counts = {name: int((full.labels == k).sum()) for k, name in enumerate(CLASSES)}
             raise DataError(
                 f"{opts.data}: too few photos to give every class training, validation and test photos "
-                f"({counts}; 15% of a class goes to validation and 15% to test, so each needs 7 or more)"
+                f"({counts}; 15% of a class goes to validation and 15% to test, so each needs 6 or more)"
             )
         description = {"kind": "image_folder", "root": str(opts.data), "skipped_unreadable": len(skipped)}
     else:

@@ -18,10 +18,19 @@ def _positive(text: str) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from model.card import CARD_NAME
     from model.config import NetworkConfig, Preprocessing
     from model.data import DataError
     from model.train import TrainOptions, train
 
+    if (args.out / CARD_NAME).exists() and not args.overwrite:
+        # Its checkpoint and card would be replaced and no longer match the ONNX file beside them.
+        print(
+            f"triage train: {args.out} already holds a model ({CARD_NAME}); give another --out, or --overwrite to "
+            "replace it (then export again)",
+            file=sys.stderr,
+        )
+        return 2
     options = TrainOptions(
         data=args.data,
         epochs=args.epochs,
@@ -112,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the network (synthetic photos, or --data DIR)")
     p.add_argument("--data", type=Path, help="ImageFolder tree DIR/screen_damage/*, DIR/general_returns/*")
     p.add_argument("--epochs", type=_positive, default=None, help="at most this many epochs (default from config)")
-    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS)
+    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS, help="default: artifacts, the shipped model's folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the model --out already holds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=_positive, default=None, help="synthetic training photos (default from config)")
     p.add_argument(

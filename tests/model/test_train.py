@@ -171,8 +171,10 @@ def test_triage_train_on_a_small_folder_or_a_bad_one(tmp_path: Path, capsys: pyt
             path.unlink()
     capsys.readouterr()
     assert main(["train", "--data", str(folder), "--epochs", "1", "--out", str(out)]) == 2
+    assert "already holds a model" in capsys.readouterr().err  # the shipped model is not replaced by accident
+    assert main(["train", "--data", str(folder), "--epochs", "1", "--out", str(out), "--overwrite"]) == 2
     assert "too few photos" in capsys.readouterr().err
-    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(out), "--overwrite"]) == 2
     assert "missing" in capsys.readouterr().err
     for flag in ("--epochs", "--n-train"):  # --n-train 0 trained on the default 24000 photos
         with pytest.raises(SystemExit) as refused:
