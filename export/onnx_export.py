@@ -9,11 +9,12 @@ import onnx
 import torch
 from torch import nn
 
+from model.config import INPUT_NAME, LOGITS_NAME
 from model.network import TriageNet
 
+__all__ = ["INPUT_NAME", "LOGITS_NAME", "OPSET", "export_onnx", "output_names"]
+
 OPSET = 18
-INPUT_NAME = "input"
-LOGITS_NAME = "logits"
 
 
 class _StagesAndLogits(nn.Module):

@@ -14,6 +14,7 @@ import torch
 from export.onnx_export import OPSET, export_onnx
 from model.card import CARD_NAME, ONNX_NAME, read_card, sha256_file, write_card
 from model.checkpoint import load_checkpoint
+from model.config import INPUT_NAME, LOGITS_NAME
 from model.network import TriageNet, build_network, load_numpy_state
 
 
@@ -33,7 +34,7 @@ def layer_table(net: TriageNet) -> list[dict[str, Any]]:
 def max_logit_difference(net: TriageNet, onnx_path: Path, batch: np.ndarray) -> float:
     """max |logits(PyTorch) - logits(ONNX Runtime CPU)| on ``batch`` ``(N, 3, S, S)``."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (onnx_logits,) = session.run(["logits"], {"input": batch})
+    (onnx_logits,) = session.run([LOGITS_NAME], {INPUT_NAME: batch})
     with torch.inference_mode():
         torch_logits = net(torch.from_numpy(batch)).numpy()
     return float(np.abs(onnx_logits - torch_logits).max())
@@ -79,7 +80,7 @@ def export_artifacts(checkpoint: Path, out: Path) -> dict[str, Any]:
         "sha256": sha256_file(onnx_path),
         "bytes": onnx_path.stat().st_size,
         "opset": OPSET,
-        "outputs": ["logits", *net.config.stage_names],
+        "outputs": [LOGITS_NAME, *net.config.stage_names],
     }
     card["layers"] = layer_table(net)
     write_card(out / CARD_NAME, card)

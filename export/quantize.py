@@ -25,7 +25,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from model.card import CARD_NAME, read_card, sha256_file, write_card
-from model.config import Preprocessing
+from model.config import INPUT_NAME, LOGITS_NAME, Preprocessing
 from model.data import synthetic_split
 from model.preprocess import normalize
 
@@ -41,7 +41,7 @@ class _Photos(CalibrationDataReader):
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
-        return None if batch is None else {"input": batch}
+        return None if batch is None else {INPUT_NAME: batch}
 
 
 def quantize_model(model: Path, out: Path, calibration: np.ndarray, spec: Preprocessing) -> Path:
@@ -70,7 +70,7 @@ def _session(path: Path) -> ort.InferenceSession:
 def predicted_classes(session: ort.InferenceSession, pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
     """Class index ``(N,)`` per photo, the larger logit of ``session`` on letterboxed ``uint8 (N, S, S, 3)`` pixels."""
     out = [
-        session.run(["logits"], {"input": normalize(pixels[i : i + 64], spec)})[0].argmax(1)
+        session.run([LOGITS_NAME], {INPUT_NAME: normalize(pixels[i : i + 64], spec)})[0].argmax(1)
         for i in range(0, len(pixels), 64)
     ]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
@@ -83,11 +83,11 @@ def accuracy(session: ort.InferenceSession, pixels: np.ndarray, labels: np.ndarr
 
 def latency_ms(session: ort.InferenceSession, batch: np.ndarray, repeat: int) -> float:
     """Median milliseconds of one ``session.run`` for the logits of ``batch`` ``(B, 3, S, S)``."""
-    session.run(["logits"], {"input": batch})
+    session.run([LOGITS_NAME], {INPUT_NAME: batch})
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
-        session.run(["logits"], {"input": batch})
+        session.run([LOGITS_NAME], {INPUT_NAME: batch})
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
 

@@ -15,6 +15,8 @@ NEEDS_REVIEW = "needs_review"
 RESIZE_POLICIES = ("letterbox",)
 INTERPOLATIONS = ("bilinear", "bicubic")
 JPEG_DRAFTS = ("letterbox", "square")
+INPUT_NAME = "input"  # the ONNX model's input; its outputs are LOGITS_NAME and one feature map per stage
+LOGITS_NAME = "logits"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model.card import CARD_NAME, card_preprocessing, read_card, sha256_file
-from model.config import Preprocessing
+from model.config import INPUT_NAME, LOGITS_NAME, Preprocessing
 from service.routing import Decision, calibrated_probabilities, decide
 
 log = logging.getLogger(__name__)
@@ -127,12 +127,12 @@ class TriageEngine:
         model = {"name": self.card["name"], "version": self.card["version"], "sha256": self.info.model_sha256}
         return {"model": model, "device": self.info.device, "provider": self.info.provider}
 
-    def infer(self, batch: np.ndarray, outputs: Sequence[str] = ("logits",)) -> dict[str, np.ndarray]:
+    def infer(self, batch: np.ndarray, outputs: Sequence[str] = (LOGITS_NAME,)) -> dict[str, np.ndarray]:
         """Run ``float32 (N, 3, S, S)`` through the model; returns the requested named outputs."""
         size = self.preprocessing.size
         if batch.dtype != np.float32 or batch.ndim != 4 or batch.shape[1:] != (3, size, size):
             raise ValueError(f"expected float32 (N, 3, {size}, {size}), got {batch.dtype} {batch.shape}")
-        values = self.session.run(list(outputs), {"input": batch})
+        values = self.session.run(list(outputs), {INPUT_NAME: batch})
         return dict(zip(outputs, values, strict=True))
 
     def decide(self, logits: np.ndarray) -> list[Decision]:

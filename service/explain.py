@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from model.config import LOGITS_NAME
 from model.preprocess import Letterbox, Prepared
 from model.receptive_field import Field, UnclippedBox, stage_fields
 from service import explain_images as img
@@ -32,7 +33,7 @@ from service.explain_options import ExplainOptions
 from service.onnx_weights import OnnxGraph, head_weights, read_onnx, stage_convs
 from service.routing import Decision
 
-LOGITS = "logits"
+LOGITS = LOGITS_NAME
 
 
 @dataclass(frozen=True)

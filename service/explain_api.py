@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from model.config import LOGITS_NAME
 from model.preprocess import Prepared
 from service.engine_api import EngineAPI, milliseconds
 from service.explain import Explainer
@@ -86,7 +87,7 @@ class ExplainAPI(EngineAPI):
             batch_timeout=settings.batch_timeout,
             **engine,
         )
-        self.layer_names = tuple(name for name in read_onnx(settings.model_path).outputs if name != "logits")
+        self.layer_names = tuple(name for name in read_onnx(settings.model_path).outputs if name != LOGITS_NAME)
         self._explainer: Explainer | None = None
 
     def configure_app(self, app: FastAPI) -> None:
@@ -134,7 +135,7 @@ class ExplainAPI(EngineAPI):
             seconds = time.perf_counter() - t0
             metrics().inference_latency.observe(seconds)
             metrics().batch_photos.observe(len(ready))
-            decisions = self.engine.decide(outputs["logits"])
+            decisions = self.engine.decide(outputs[LOGITS_NAME])
             for row, i in enumerate(ready):
                 own = {name: value[row] for name, value in outputs.items()}
                 results[i] = self._one(photos[i], own, decisions[row], seconds)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from model.config import LOGITS_NAME
 from service.engine import load_engine
 from service.explain import Explainer
 from service.explain_options import DEFAULT_CHANNELS, ExplainOptions
@@ -66,7 +67,7 @@ def explain_file(file: Path, out: Path, *, model: Path, erf: bool = True, channe
         print(f"{file}: error {exc.status}: {exc.message}", file=sys.stderr)
         return 1
     outputs = engine.infer(prepared.tensor[None], engine.output_names)
-    decision = engine.decide(outputs["logits"])[0]
+    decision = engine.decide(outputs[LOGITS_NAME])[0]
     explainer = Explainer.from_onnx(Path(model))
     result = explainer.explain(
         prepared, {k: v[0] for k, v in outputs.items()}, decision, ExplainOptions(channels=channels, erf=erf)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.config import NetworkConfig
+from model.config import LOGITS_NAME, NetworkConfig
 
 _DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 11: np.float64}
 _INT32_DATA = (2, 3, 6)  # types whose typed values travel in int32_data (field 5)
@@ -251,7 +251,7 @@ def read_onnx(path: Path) -> OnnxGraph:
 _GLOBAL_POOLS = {"ReduceMax": "max", "GlobalMaxPool": "max", "ReduceMean": "avg", "GlobalAveragePool": "avg"}
 
 
-def head_weights(graph: OnnxGraph, logits: str = "logits") -> tuple[np.ndarray, np.ndarray, str, str]:
+def head_weights(graph: OnnxGraph, logits: str = LOGITS_NAME) -> tuple[np.ndarray, np.ndarray, str, str]:
     """The linear head ``W (K, C)``, ``b (K,)``, the stage output it pools (global pool + Gemm) and the pool,
     ``"max"`` or ``"avg"``."""
     gemm = graph.source(logits)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from model.config import LOGITS_NAME
 from model.preprocess import PHOTO_SUFFIXES
 from service.engine import load_engine
 from service.intake import IntakeError, IntakeLimits, read_photo
@@ -32,7 +33,7 @@ def _route_local(files: Sequence[Path], model: Path) -> list[dict[str, Any]]:
             results.append({"file": str(path), "error": {"status": exc.status, "message": exc.message}})
             continue
         t0 = time.perf_counter()
-        logits = engine.infer(prepared.tensor[np.newaxis])["logits"]
+        logits = engine.infer(prepared.tensor[np.newaxis])[LOGITS_NAME]
         inference = time.perf_counter() - t0
         decision = engine.decide(logits)[0]
         results.append(

@@ -21,6 +21,7 @@ import numpy as np
 from fastapi import Depends
 from fastapi.responses import JSONResponse, Response
 
+from model.config import LOGITS_NAME
 from service.engine_api import EngineAPI, milliseconds
 from service.intake import IntakeError, read_photo
 from service.metrics import metrics
@@ -107,7 +108,7 @@ class RouteAPI(EngineAPI):
         if where:
             batch = np.stack([tickets[t].items[p] for t, p in where])
             t0 = time.perf_counter()
-            logits = self.engine.infer(batch)["logits"]
+            logits = self.engine.infer(batch)[LOGITS_NAME]
             seconds = time.perf_counter() - t0
             for (t, p), decision in zip(where, self.engine.decide(logits), strict=True):
                 decisions[t][p] = decision
