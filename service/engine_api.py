@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,9 @@ class EngineAPI(ls.LitAPI):
     def unbatch(self, output: list[Any]) -> list[Any]:
         return list(output)
 
+    @abstractmethod
     def run_batch(self, decoded: list[Any]) -> list[Any]:
         """One model run over every decoded request of a batch; an answer per request, in order."""
-        raise NotImplementedError
 
     def configure_app(self, app: FastAPI) -> None:
         """Called once on the HTTP app before serving: what the HTTP processes need to know about this API."""
