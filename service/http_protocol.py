@@ -142,7 +142,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             m = metrics()
             m.http_requests.labels(endpoint="other", status=str(status)).inc()
             m.errors.labels(reason=reason).inc()
-        body = json.dumps({"detail": detail}).encode()
+        body = json.dumps({"detail": detail}, separators=(",", ":")).encode()  # as Starlette writes JSON
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head.extend([name, b": ", value, b"\r\n"])

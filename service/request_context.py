@@ -82,7 +82,7 @@ class RequestContextMiddleware:
 
         async def answer(code: int, reason: str, detail: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
             state["error_reason"] = reason
-            body = json.dumps({"detail": detail}).encode()
+            body = json.dumps({"detail": detail}, separators=(",", ":")).encode()  # as Starlette writes JSON
             await send_with_id(
                 {
                     "type": "http.response.start",
