@@ -174,9 +174,9 @@ class Explainer:
                 "argmax": [y, x],
                 "box": boxes.box(y, x),
             }
-            if options.format == "png":
+            if options.pictures:
                 entry["png"] = img.png_base64(img.feature_map_image(maps[k]))
-            else:
+            if options.arrays:
                 entry["values"] = _round(maps[k])
             channels.append(entry)
         top = int(order[0])
@@ -233,7 +233,7 @@ class Explainer:
             "pool": self.pool,
             "sum_plus_bias": float(cam.sum() + self.head_b[k]),
         }
-        if options.format == "png":
+        if options.pictures:
             result["overlay_png"] = img.png_base64(img.overlay(photo, heat), colours=256)
         return result
 

@@ -1,4 +1,4 @@
-"""What an explanation request asks for (``layers=``, ``channels=``, ``format=``, ``erf=``), validated.
+"""What an explanation request asks for (``layers=``, ``channels=``, ``maps=``, ``erf=``), validated.
 
 Parsed in the HTTP server before anything is queued, so a bad option is a 400 naming what is allowed and never
 reaches an inference worker; the worker checks the layer names again against the model it actually loaded.
@@ -9,7 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-FORMATS = ("png", "json")
+# How feature maps (and the class-activation overlay) travel inside the JSON answer: base64 PNG pictures, arrays of
+# numbers, or both. ``format=png|json`` is the older, deprecated name of the option: it named a file type although
+# every answer is JSON.
+MAPS = ("png", "array", "both")
+DEPRECATED_FORMATS = {"png": "png", "json": "array"}
 DEFAULT_CHANNELS = 4
 MAX_CHANNELS = 512
 _TRUE = ("1", "true", "yes", "on")
@@ -26,13 +30,27 @@ class OptionError(ValueError):
 @dataclass(frozen=True)
 class ExplainOptions:
     """``layers``: stage names in the order asked (``None``: every stage); ``channels``: top-K per stage;
-    ``format``: ``png`` (feature maps as base64 PNG) or ``json`` (as arrays); ``erf``: add effective receptive
-    fields."""
+    ``maps``: feature maps as ``png`` (base64 PNG pictures, plus the CAM overlay), ``array`` (numbers) or
+    ``both``; ``erf``: add effective receptive fields."""
 
     layers: tuple[str, ...] | None = None
     channels: int = DEFAULT_CHANNELS
-    format: str = "png"
+    maps: str = "png"
     erf: bool = False
+
+    def __post_init__(self) -> None:
+        if self.maps not in MAPS:
+            raise OptionError(f"maps must be one of {', '.join(MAPS)}, got {_shown(self.maps)}")
+
+    @property
+    def pictures(self) -> bool:
+        """Whether the answer carries PNG pictures of the maps (and the CAM overlay)."""
+        return self.maps in ("png", "both")
+
+    @property
+    def arrays(self) -> bool:
+        """Whether the answer carries each feature map's values as an array."""
+        return self.maps in ("array", "both")
 
     def resolved_layers(self, valid: Sequence[str]) -> tuple[str, ...]:
         """The layers to explain: the requested ones after checking them against ``valid``, else all of them."""
@@ -54,16 +72,16 @@ def check_layers(layers: Sequence[str], valid: Sequence[str]) -> None:
         raise OptionError(f"unknown layer(s) {', '.join(map(_shown, unknown))}; valid layers are {', '.join(valid)}")
 
 
-OPTIONS = ("layers", "channels", "format", "erf")
+OPTIONS = ("layers", "channels", "maps", "format", "erf")
 
 
 def parse_options(query: Mapping[str, str], valid_layers: Sequence[str] | None = None) -> ExplainOptions:
     """Options from query parameters; ``valid_layers`` (when known) checks ``layers`` now.
 
     ``layers=a,b`` (comma-separated, duplicates dropped), ``channels=K`` (1..MAX_CHANNELS; stages with fewer
-    channels give all of theirs), ``format=png|json``, ``erf=true|false``. Each at most once: a query that repeats
-    one (``query.getlist``, when it has it) would otherwise silently keep only its last value. Raises
-    ``OptionError``.
+    channels give all of theirs), ``maps=png|array|both`` (or its deprecated name ``format=png|json``, ``json``
+    meaning ``array``), ``erf=true|false``. Each at most once: a query that repeats one (``query.getlist``, when it
+    has it) would otherwise silently keep only its last value. Raises ``OptionError``.
     """
     getlist = getattr(query, "getlist", None)
     repeated = [name for name in OPTIONS if getlist is not None and len(getlist(name)) > 1]
@@ -91,10 +109,25 @@ def parse_options(query: Mapping[str, str], valid_layers: Sequence[str] | None =
                 f"channels must be a whole number from 1 to {MAX_CHANNELS}, got {_shown(query['channels'])}"
             )
         channels = int(text)
-    fmt = query.get("format", "png").strip().lower()
-    if fmt not in FORMATS:
-        raise OptionError(f"format must be one of {', '.join(FORMATS)}, got {_shown(query['format'])}")
+    maps = _maps(query)
     erf_text = query.get("erf", "false").strip().lower()
     if erf_text not in _TRUE + _FALSE:
         raise OptionError(f"erf must be true or false, got {_shown(query['erf'])}")
-    return ExplainOptions(layers, channels, fmt, erf_text in _TRUE)
+    return ExplainOptions(layers, channels, maps, erf_text in _TRUE)
+
+
+def _maps(query: Mapping[str, str]) -> str:
+    """``maps=``, or what the deprecated ``format=`` means; giving both is ambiguous."""
+    if "maps" in query and "format" in query:
+        raise OptionError("give maps= or its deprecated name format=, not both")
+    if "format" in query:
+        old = query["format"].strip().lower()
+        if old not in DEPRECATED_FORMATS:
+            raise OptionError(
+                f"format (deprecated: use maps={'|'.join(MAPS)}) must be png or json, got {_shown(query['format'])}"
+            )
+        return DEPRECATED_FORMATS[old]
+    maps = query.get("maps", "png").strip().lower()
+    if maps not in MAPS:
+        raise OptionError(f"maps must be one of {', '.join(MAPS)}, got {_shown(query['maps'])}")
+    return maps

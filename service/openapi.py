@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 
 from service.api_schemas import Schema, body_schemas, ref
 from service.explain_api import EXPLAIN_PATH
-from service.explain_options import DEFAULT_CHANNELS, FORMATS, MAX_CHANNELS
+from service.explain_options import DEFAULT_CHANNELS, DEPRECATED_FORMATS, MAPS, MAX_CHANNELS
 from service.route_api import ROUTE_PATH
 
 MODEL_PATH = "/v1/model"
@@ -91,10 +91,19 @@ def _operations(max_images: int, layers: Sequence[str] | None) -> dict[str, Sche
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CHANNELS, "default": DEFAULT_CHANNELS},
         },
         {
+            "name": "maps",
+            "in": "query",
+            "description": "how feature maps travel inside the JSON answer: base64 PNG pictures (with the "
+            "class-activation overlay), arrays of numbers, or both",
+            "schema": {"type": "string", "enum": list(MAPS), "default": "png"},
+        },
+        {
             "name": "format",
             "in": "query",
-            "description": "feature maps as base64 PNG or as arrays",
-            "schema": {"type": "string", "enum": list(FORMATS), "default": "png"},
+            "deprecated": True,
+            "description": "the older name of maps: png is maps=png, json is maps=array (the answer is JSON either "
+            "way); not together with maps",
+            "schema": {"type": "string", "enum": list(DEPRECATED_FORMATS)},
         },
         {
             "name": "erf",

@@ -179,7 +179,7 @@ async function explain(file) {
   setStatus(`Explaining ${file.name}\u2026`);
   const key = $("api-key").value.trim();
   sessionStorage.setItem(KEY_STORE, key);
-  const params = new URLSearchParams({ channels: $("channels").value || "4", format: "png" });
+  const params = new URLSearchParams({ channels: $("channels").value || "4", maps: "png" });
   if ($("erf").checked) params.set("erf", "true");
   const body = new FormData();
   body.append("file", file, file.name);

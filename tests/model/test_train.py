@@ -254,7 +254,7 @@ def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: py
     prepared, _ = read_photo(photo.getvalue(), engine.preprocessing, IntakeLimits())
     outputs = engine.infer(prepared.tensor[None], engine.output_names)
     explainer = Explainer.from_onnx(tmp_path / ONNX_NAME)
-    options = ExplainOptions(layers=(explainer.cam_stage,), channels=1, format="json")
+    options = ExplainOptions(layers=(explainer.cam_stage,), channels=1, maps="array")
     cam = explainer.explain(
         prepared, {k: v[0] for k, v in outputs.items()}, engine.decide(outputs["logits"])[0], options
     )

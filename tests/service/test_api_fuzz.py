@@ -138,7 +138,7 @@ def test_schema_describes_every_endpoint(fuzz: Fuzz) -> None:
     assert {"200", "400", "401", "413", "415", "422"} <= set(route["responses"])
     assert route["security"] == [{"ApiKey": []}, {"Bearer": []}]
     explain = document["paths"]["/v1/explain"]["post"]
-    assert {p["name"] for p in explain["parameters"]} == {"layers", "channels", "format", "erf"}
+    assert {p["name"] for p in explain["parameters"]} == {"layers", "channels", "maps", "format", "erf"}
 
 
 @pytest.mark.parametrize(("label", "mode"), list(PLAN), ids=[f"{label} {mode.value}" for label, mode in PLAN])

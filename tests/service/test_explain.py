@@ -97,7 +97,7 @@ def test_peaks_are_among_the_cells_that_see_the_photo(kit: Any) -> None:
     shipped = Path(__file__).resolve().parents[2] / "artifacts" / "triage.onnx"
     model = TriageEngine(shipped, device="cpu"), Explainer.from_onnx(shipped)
     pixels = np.random.default_rng(0).integers(0, 256, (40, 1500, 3), dtype=np.uint8)
-    result = explain(model, kit.encode(Image.fromarray(pixels), "PNG"), channels=8, format="json")
+    result = explain(model, kit.encode(Image.fromarray(pixels), "PNG"), channels=8, maps="array")
     for layer in result["layers"]:
         name = layer["name"]
         maps = [np.array(channel["values"]) for channel in layer["channels"]]
@@ -141,7 +141,7 @@ def test_boxes_equal_the_analytic_boxes_under_every_exif_orientation(
 def test_layer_statistics_and_channel_order(model: tuple[TriageEngine, Explainer], kit: Any) -> None:
     engine, _ = model
     data = kit.encode(kit.scene(300, 200), "PNG")
-    result = explain(model, data, channels=4, format="json")
+    result = explain(model, data, channels=4, maps="array")
     prepared, _ = read_photo(data, engine.preprocessing, IntakeLimits())
     maps = engine.infer(prepared.tensor[None], engine.output_names)
     assert [layer["name"] for layer in result["layers"]] == list(STAGES)
@@ -226,7 +226,9 @@ def test_layer_selection(model: tuple[TriageEngine, Explainer], kit: Any) -> Non
         ({"channels": "-2"}, "channels must be"),
         ({"channels": "²"}, "channels must be"),  # a digit to str.isdigit, not to int()
         ({"channels": "١٢"}, "channels must be"),
-        ({"format": "xml"}, "format must be one of png, json"),
+        ({"maps": "json"}, "maps must be one of png, array, both"),
+        ({"format": "xml"}, r"format \(deprecated: use maps=png\|array\|both\) must be png or json"),
+        ({"format": "json", "maps": "array"}, "not both"),
         ({"erf": "maybe"}, "erf must be true or false"),
     ],
 )
@@ -237,9 +239,15 @@ def test_bad_options_are_rejected_with_what_is_valid(query: dict[str, str], mess
 
 
 def test_options_are_parsed() -> None:
-    assert parse_options({}) == ExplainOptions()
-    got = parse_options({"layers": " stage3 ,stage1,stage3", "channels": "9", "format": "JSON", "erf": "1"}, STAGES)
-    assert got == ExplainOptions(("stage3", "stage1"), 9, "json", True)
+    assert parse_options({}) == ExplainOptions() == ExplainOptions(maps="png")
+    got = parse_options({"layers": " stage3 ,stage1,stage3", "channels": "9", "maps": "Both", "erf": "1"}, STAGES)
+    assert got == ExplainOptions(("stage3", "stage1"), 9, "both", True)
+    assert got.pictures and got.arrays
+
+
+@pytest.mark.parametrize(("old", "new"), [("png", "png"), ("JSON", "array")])
+def test_the_deprecated_format_option_still_means_what_it_did(old: str, new: str) -> None:
+    assert parse_options({"format": old}) == parse_options({"maps": new}) == ExplainOptions(maps=new)
 
 
 def test_feature_map_pictures_are_nearest_neighbour_upscaled() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from litserve.utils import wrap_litserve_start
@@ -23,6 +24,7 @@ from model.config import CLASSES, NEEDS_REVIEW, NetworkConfig
 from model.preprocess import letterbox_geometry
 from model.receptive_field import cell_field_in_photo
 from model.synth.photo import ORIENTATION_TAG, sensor_pixels
+from service import explain_images as img
 from service.explain_options import DEFAULT_CHANNELS
 from service.server import build_server, preflight
 from service.settings import Settings
@@ -121,8 +123,9 @@ def test_boxes_are_in_upright_photo_pixels(client: TestClient, kit: Any, orienta
     assert body["cam"]["peak"]["box"] == analytic(LAST, body["cam"]["peak"]["cell"], width, height)
 
 
-def test_json_format_and_layer_selection(client: TestClient, kit: Any) -> None:
-    r = post(client, kit.encode(kit.scene(200, 150), "PNG"), layers=f"{LAST},stage3", channels="3", format="json")
+@pytest.mark.parametrize("query", [{"maps": "array"}, {"format": "json"}], ids=["maps=array", "deprecated format=json"])
+def test_maps_as_arrays_and_layer_selection(client: TestClient, kit: Any, query: dict[str, str]) -> None:
+    r = post(client, kit.encode(kit.scene(200, 150), "PNG"), layers=f"{LAST},stage3", channels="3", **query)
     assert r.status_code == 200, r.text
     body = r.json()
     assert [layer["name"] for layer in body["layers"]] == [LAST, "stage3"]
@@ -131,6 +134,21 @@ def test_json_format_and_layer_selection(client: TestClient, kit: Any) -> None:
             assert "png" not in channel
             assert len(channel["values"]) == layer["shape"][1] and len(channel["values"][0]) == layer["shape"][2]
     assert "overlay_png" not in body["cam"] and len(body["cam"]["values"]) == body["cam"]["shape"][0]
+
+
+def test_maps_both_gives_pictures_and_arrays_of_the_same_map(client: TestClient, kit: Any) -> None:
+    r = post(client, kit.encode(kit.scene(200, 150), "PNG"), layers="stage3", channels="1", maps="both")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    channel = body["layers"][0]["channels"][0]
+    values = np.array(channel["values"])
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(channel["png"]))).convert("RGB"))
+    f = body["layers"][0]["upscale"]
+    assert picture.shape[:2] == (values.shape[0] * f, values.shape[1] * f)
+    # the picture's brightest cell (viridis' last colour) is the array's maximum
+    y, x = np.unravel_index(values.argmax(), values.shape)
+    assert tuple(picture[y * f, x * f]) == tuple(img.VIRIDIS[255])
+    assert "overlay_png" in body["cam"]
 
 
 def test_effective_receptive_field_on_request(client: TestClient, kit: Any) -> None:
@@ -155,7 +173,8 @@ def test_effective_receptive_field_on_request(client: TestClient, kit: Any) -> N
             r"channels must be a whole number from 1 to 512, got '9{40}'\.\.\. \(5000 characters\)$",
         ),
         ({"layers": "x" * 900}, r"unknown layer\(s\) 'x{40}'\.\.\. \(900 characters\); valid layers"),
-        ({"format": "gif"}, "format must be one of png, json"),
+        ({"maps": "gif"}, "maps must be one of png, array, both, got 'gif'$"),
+        ({"format": "gif"}, r"format \(deprecated: use maps=png\|array\|both\) must be png or json"),
         ({"erf": "perhaps"}, "erf must be true or false"),
     ],
 )

@@ -58,7 +58,7 @@ def test_cam_peak_cell_is_on_the_crack(record_property: Any) -> None:
     engine = TriageEngine(SHIPPED, device="cpu")
     explainer = Explainer.from_onnx(SHIPPED)
     last = explainer.cam_stage
-    options = ExplainOptions(layers=(last,), channels=1, format="json")
+    options = ExplainOptions(layers=(last,), channels=1, maps="array")
     box_hits = cell_hits = damage_routes = damage_argmax = 0
     chance = box_chance = 0.0
     for seed in range(PHOTOS):
