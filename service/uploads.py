@@ -22,6 +22,11 @@ from pydantic import BaseModel, ValidationError
 from service.form_stream import FormError, FormLimits, PartWriter, TooManyParts, read_file_parts
 from service.intake import IntakeError
 
+# What a client that sent something else (an empty body, no content type, another type) is told to send.
+WHAT_TO_SEND = (
+    "send the photos as multipart/form-data 'file' parts (e.g. curl -F file=@photo.jpg URL) "
+    'or as application/json {"images": ["<base64>", ...]}'
+)
 _DATA_URI = re.compile(r"^data:[\w.+/-]*(?:;[\w.+-]+=[^;,]*)*;base64,", re.IGNORECASE)  # RFC 2397 parameters
 
 
@@ -137,13 +142,19 @@ def _decode_base64(text: str, limits: UploadLimits) -> UploadedPhoto:
         return UploadedPhoto(None, error=IntakeError(422, f"image is not valid base64: {exc}", "bad_base64"))
 
 
-async def _read_json(request: Request, limits: UploadLimits) -> list[UploadedPhoto]:
+async def _read_json(request: Request, limits: UploadLimits, declared: bool) -> list[UploadedPhoto]:
+    """The JSON form; ``declared``: the request said it was JSON (a body with no content type is read as JSON too,
+    and if it is not, or is empty, the client most likely forgot how to send photos: say how)."""
     body = await request.body()
+    if not body.strip():
+        raise reject(request, 400, "malformed_request", f"the request body is empty; {WHAT_TO_SEND}")
     try:
         parsed = RouteJSON.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors()[0]
-        if first["type"] == "json_invalid":
+        if first["type"] == "json_invalid" and not declared:
+            message = f"the request has no content type and its body is not JSON; {WHAT_TO_SEND}"
+        elif first["type"] == "json_invalid":
             message = f"malformed JSON: {first['msg']}"
         else:
             where = ".".join(str(p) for p in first["loc"]) or "body"
@@ -170,14 +181,13 @@ async def receive_upload(request: Request, new_writer: Callable[[], PartWriter])
         if content_type == "multipart/form-data":
             photos = await _read_multipart(request, limits, new_writer)
         elif content_type in ("", "application/json") or content_type.endswith("+json"):
-            photos = await _read_json(request, limits)
+            photos = await _read_json(request, limits, declared=content_type != "")
         else:
             raise reject(
                 request,
                 415,
                 "unsupported_media_type",
-                f"content type {content_type!r} is not accepted; send multipart/form-data 'file' parts "
-                'or application/json {"images": ["<base64>", ...]}',
+                f"content type {content_type!r} is not accepted; {WHAT_TO_SEND}",
             )
     except HTTPException as exc:
         # Raised while reading the body (size limit, broken multipart framing) by the framework itself.

@@ -217,6 +217,28 @@ def test_error_table(client: TestClient, photos: dict[str, bytes], kit: Any, cas
     assert isinstance(response.json()["detail"], str)
 
 
+@pytest.mark.parametrize(
+    ("request_kw", "said"),
+    [
+        ({}, "the request body is empty"),  # curl -X POST URL: no body, no content type
+        ({"content": b"", "headers": {"content-type": "application/json"}}, "the request body is empty"),
+        ({"content": b" \r\n"}, "the request body is empty"),
+        ({"content": b"\xff\xd8\xff\xe0 a photo sent raw"}, "the request has no content type and its body is not JSON"),
+    ],
+    ids=["nothing", "empty json", "blank", "raw photo bytes"],
+)
+def test_a_request_without_photos_is_told_how_to_send_them(
+    client: TestClient, request_kw: dict[str, Any], said: str
+) -> None:
+    headers = {"X-API-Key": KEY, **request_kw.pop("headers", {})}
+    response = client.post("/v1/route", headers=headers, **request_kw)
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith(said) and "EOF" not in detail, detail
+    assert "multipart/form-data 'file' parts" in detail and "curl -F file=@photo.jpg" in detail
+    assert '{"images": ["<base64>", ...]}' in detail
+
+
 def test_a_bad_photo_gets_its_own_error_and_the_others_are_routed(client: TestClient, photos: dict[str, bytes]) -> None:
     png = photos["png"]
     response = post(
