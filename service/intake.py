@@ -30,6 +30,10 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct
 # Pillow names the in-memory file in some messages ("cannot identify image file <_io.BytesIO object at 0x...>").
 _OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
+# Pillow refuses to open an image over twice ``Image.MAX_IMAGE_PIXELS`` with its own message, "Image size (N pixels)
+# exceeds limit of ...": the only place its size is then given. Pinned by tests/service/test_intake.py.
+_PILLOW_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")
+
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 
@@ -56,6 +60,24 @@ class IntakeError(ValueError):
 
 def _undecodable(kind: str, exc: BaseException) -> IntakeError:
     return IntakeError(422, f"{kind} image cannot be decoded: {_OBJECT_REPR.sub('', str(exc))}", "undecodable")
+
+
+def pixel_limit(max_pixels: int) -> int:
+    """The largest pixel count a photo may have: ``max_pixels``, or less if Pillow refuses smaller images."""
+    pillow = Image.MAX_IMAGE_PIXELS
+    return max_pixels if pillow is None else min(max_pixels, 2 * int(pillow))
+
+
+def _too_many_pixels(size: str, max_pixels: int) -> IntakeError:
+    """The one wording for a photo over the pixel limit, whether the service or Pillow noticed."""
+    return IntakeError(413, f"image is {size} pixels; the limit is {pixel_limit(max_pixels)} pixels", "too_many_pixels")
+
+
+def _refused_by_pillow(exc: Image.DecompressionBombError, max_pixels: int) -> IntakeError:
+    """Pillow's decompression-bomb refusal in the service's words (its message is the only place the size is)."""
+    found = _PILLOW_BOMB_SIZE.search(str(exc))
+    size = found.group(1) if found else f"more than {pixel_limit(max_pixels)}"
+    return _too_many_pixels(size, max_pixels)
 
 
 @dataclass(frozen=True)
@@ -103,13 +125,11 @@ def check_photo(data: bytes, limits: IntakeLimits) -> str:
             with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMAT[kind]]) as header:
                 width, height = header.size
         except Image.DecompressionBombError as exc:
-            raise IntakeError(413, f"image is too large to decode: {exc}", "too_many_pixels") from exc
+            raise _refused_by_pillow(exc, limits.max_pixels) from exc
         except _DECODE_ERRORS as exc:
             raise _undecodable(kind, exc) from exc
-    if width * height > limits.max_pixels:
-        raise IntakeError(
-            413, f"image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels", "too_many_pixels"
-        )
+    if width * height > pixel_limit(limits.max_pixels):
+        raise _too_many_pixels(f"{width}x{height}", limits.max_pixels)
     if max(width, height) > limits.max_side:
         raise IntakeError(
             413, f"image is {width}x{height} pixels; no side may be longer than {limits.max_side}", "too_many_pixels"
@@ -129,9 +149,11 @@ def read_photo(
     t0 = time.perf_counter()
     kind = check_photo(data, limits)
     try:
-        photo = decode_photo(data, draft_to=spec.size if fast else None, draft=spec.jpeg_draft)
+        with warnings.catch_warnings():  # the pixel count is checked: Pillow's warning above 89 MP says nothing new
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            photo = decode_photo(data, draft_to=spec.size if fast else None, draft=spec.jpeg_draft)
     except Image.DecompressionBombError as exc:
-        raise IntakeError(413, f"image is too large to decode: {exc}", "too_many_pixels") from exc
+        raise _refused_by_pillow(exc, limits.max_pixels) from exc
     except _DECODE_ERRORS as exc:
         raise _undecodable(kind, exc) from exc
     t1 = time.perf_counter()

@@ -24,6 +24,7 @@ from service.settings import Settings
 KEY = "in-process-test-key"
 ROUTES = {*CLASSES, NEEDS_REVIEW}
 MAX_BYTES = 400_000
+MAX_PIXELS = 4_000_000
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def served(random_model_dir: Path, metrics_dir: Path, handoff_dir: Path) -> Iter
         device="cpu",
         max_images=4,
         max_bytes=MAX_BYTES,
-        max_pixels=4_000_000,
+        max_pixels=MAX_PIXELS,
         max_batch_size=4,
         batch_timeout=0.05,
         request_timeout=30.0,
@@ -255,6 +256,21 @@ def test_a_bad_photo_gets_its_own_error_and_the_others_are_routed(client: TestCl
     assert images[1] == {"file": "notes.txt", "error": {"status": 415, "message": images[1]["error"]["message"]}}
     assert images[2]["error"]["status"] == 422 and "route" not in images[2]
     assert_routed(response.json())
+
+
+def test_photos_over_the_pixel_limit_get_one_wording_whoever_noticed(client: TestClient, kit: Any) -> None:
+    """Over the service's 50 MP and over Pillow's own refusal (179 MP): the service's words both times."""
+    response = post(
+        client, ("big.png", kit.png_header_only(9_000, 9_000)), ("bomb.png", kit.png_header_only(20_000, 20_000))
+    )
+    assert response.status_code == 413, response.text
+    messages = [image["error"]["message"] for image in response.json()["images"]]
+    limit = MAX_PIXELS
+    assert messages == [
+        f"image is 9000x9000 pixels; the limit is {limit} pixels",
+        f"image is {20_000 * 20_000} pixels; the limit is {limit} pixels",
+    ]
+    assert "decompression bomb" not in response.text
 
 
 def test_a_ticket_without_a_readable_photo_answers_with_the_first_error(client: TestClient) -> None:

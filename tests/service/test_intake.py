@@ -111,7 +111,11 @@ def test_byte_limit_is_413(photos: dict[str, bytes]) -> None:
     assert (error.status, error.reason) == (413, "too_large")
 
 
-@pytest.mark.parametrize("side", [10_000, 40_000], ids=["over-our-limit", "over-pillows-limit"])
+# Sides over the service's 50 MP (8,000 px), over Pillow's warning at 89 MP (9,460 px) and over its refusal at
+# 179 MP (13,378 px): one wording, the service's, whichever library noticed first.
+@pytest.mark.parametrize(
+    "side", [8_000, 10_000, 13_378, 13_379, 40_000, 65_535], ids=["ours", "ours", "ours", "pillow", "pillow", "pillow"]
+)
 def test_pixel_limit_is_checked_from_the_header_before_decoding(kit, side: int) -> None:
     bomb = kit.png_header_only(side, side)
     assert len(bomb) < 200
@@ -119,6 +123,26 @@ def test_pixel_limit_is_checked_from_the_header_before_decoding(kit, side: int) 
     error = intake_error(bomb)
     assert time.perf_counter() - started < 0.5
     assert (error.status, error.reason) == (413, "too_many_pixels")
+    shown = f"{side}x{side}" if side * side <= 2 * Image.MAX_IMAGE_PIXELS else str(side * side)
+    assert error.message == f"image is {shown} pixels; the limit is {LIMITS.max_pixels} pixels"
+
+
+def test_pixels_over_pillows_refusal_are_refused_at_pillows_limit_when_the_service_allows_more(kit) -> None:
+    """A configured limit above Pillow's refusal (2 * MAX_IMAGE_PIXELS) cannot be met: the answer names the limit
+    that holds."""
+    pillows = 2 * Image.MAX_IMAGE_PIXELS
+    error = intake_error(kit.png_header_only(20_000, 20_000), IntakeLimits(max_pixels=10 * pillows, max_side=65_535))
+    assert error.message == f"image is {20_000 * 20_000} pixels; the limit is {pillows} pixels"
+
+
+def test_pillows_decompression_bomb_warning_is_not_raised_while_decoding(
+    kit, recwarn: pytest.WarningsRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A photo within the service's limit but over Pillow's warning threshold decodes without Pillow's warning."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = kit.encode(kit.scene(40, 40), "PNG")  # 1600 pixels: over 1000, within Pillow's refusal at 2000
+    read_photo(data, SPEC, LIMITS)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
 
 
 def test_pixel_limit_counts_decoded_pixels(photos: dict[str, bytes]) -> None:
