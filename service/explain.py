@@ -234,7 +234,7 @@ class Explainer:
             "sum_plus_bias": float(cam.sum() + self.head_b[k]),
         }
         if options.pictures:
-            result["overlay_png"] = img.png_base64(img.overlay(photo, heat), colours=256)
+            result["overlay_png"] = img.png_base64(img.overlay(photo, heat))
         return result
 
     def _erf_entry(self, trace: Any, name: str, argmax: tuple[int, int, int], boxes: CellBoxes) -> dict[str, Any]:

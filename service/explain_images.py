@@ -71,23 +71,22 @@ def feature_map_image(channel: np.ndarray, lut: np.ndarray = VIRIDIS) -> Image.I
     return _paletted(index, lut)
 
 
-def png_bytes(image: Image.Image | np.ndarray, *, colours: int | None = None) -> bytes:
+def png_bytes(image: Image.Image | np.ndarray) -> bytes:
     """An image (or ``uint8 (H, W, 3)``) -> PNG file bytes, compressed fast: these are answers, not archives.
 
-    ``colours``: reduce a photographic image to that many palette colours first (fast octree), which makes the
-    file about four times smaller and four times faster to write, with no visible change at overlay scale.
+    In the image's own mode: a paletted feature map stays one byte per pixel, an overlay stays full colour (a
+    256-colour palette showed as bands across the heatmap's smooth gradients; RGB costs about four times the bytes
+    and encoding time, 330 KB and 60 ms for a 512 x 384 overlay).
     """
     if isinstance(image, np.ndarray):
         image = Image.fromarray(np.ascontiguousarray(image))
-    if colours is not None:
-        image = image.quantize(colours, method=Image.Quantize.FASTOCTREE)
     out = io.BytesIO()
     image.save(out, "PNG", compress_level=1)
     return out.getvalue()
 
 
-def png_base64(image: Image.Image | np.ndarray, *, colours: int | None = None) -> str:
-    return base64.b64encode(png_bytes(image, colours=colours)).decode("ascii")
+def png_base64(image: Image.Image | np.ndarray) -> str:
+    return base64.b64encode(png_bytes(image)).decode("ascii")
 
 
 def display_size(width: int, height: int, long_side: int = DISPLAY_LONG_SIDE) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from PIL import Image
 from model.config import NetworkConfig
 from model.preprocess import letterbox_geometry
 from model.receptive_field import cell_field_in_photo, stage_fields
+from model.synth import render_photo
 from model.synth.photo import ORIENTATION_TAG, sensor_pixels
 from service import explain_images as img
 from service.engine import TriageEngine
@@ -184,6 +185,20 @@ def test_cam_is_exact_and_peaks_where_reported(model: tuple[TriageEngine, Explai
     assert overlay.size == (400, 300)  # small photos keep their size
     probabilities = result["probabilities"]
     assert cam["class"] == max(probabilities, key=probabilities.get)
+
+
+def test_the_overlay_is_full_colour_on_a_real_explanation() -> None:
+    """The shipped model on a damaged-screen photo: the overlay is an RGB PNG with the photo's and the heatmap's
+    gradients intact (a 256-colour palette drew them as bands)."""
+    shipped = Path(__file__).resolve().parents[2] / "artifacts" / "triage.onnx"
+    model = TriageEngine(shipped, device="cpu"), Explainer.from_onnx(shipped)
+    data = render_photo(11, "screen_damage", split="test").encode("JPEG")
+    result = explain(model, data, layers=(LAST,), channels=1)
+    overlay = Image.open(io.BytesIO(base64.b64decode(result["cam"]["overlay_png"])))
+    assert overlay.mode in ("RGB", "RGBA")
+    pixels = np.asarray(overlay.convert("RGB")).reshape(-1, 3)
+    distinct = len(np.unique(pixels, axis=0))
+    assert distinct > 256, distinct
 
 
 def test_effective_receptive_field_stays_in_the_box_and_gathers_at_its_centre(
