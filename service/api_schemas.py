@@ -29,6 +29,11 @@ def body_schemas(max_images: int) -> Schema:
     }
     number_map = {"type": "object", "additionalProperties": {"type": "number"}}
     box = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}
+    cell = {  # a map cell: its receptive field and its own jump-sided square, in photo pixels
+        "type": "object",
+        "properties": {"box": box, "footprint": box},
+        "required": ["box", "footprint"],
+    }
     return {
         "Probabilities": {
             "type": "object",
@@ -81,6 +86,12 @@ def body_schemas(max_images: int) -> Schema:
             "description": "The photo's route and, per layer, what the model computed (boxes in photo pixels)",
             "properties": {
                 **decision,
+                "review_threshold": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": "the confidence a photo needs for its class; below it the route is needs_review",
+                },
                 "file": {"type": "string"},
                 "photo": {
                     "type": "object",
@@ -97,7 +108,7 @@ def body_schemas(max_images: int) -> Schema:
                             "name": {"type": "string"},
                             "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 3, "maxItems": 3},
                             "receptive_field": number_map,
-                            "argmax": {"type": "object", "properties": {"box": box}, "required": ["box"]},
+                            "argmax": cell,
                             "channels": {"type": "array", "items": {"type": "object"}},
                         },
                         "required": ["name", "shape", "receptive_field", "argmax", "channels"],
@@ -109,8 +120,9 @@ def body_schemas(max_images: int) -> Schema:
                         "class": {"type": "string", "enum": list(CLASSES)},
                         "pool": {"type": "string", "enum": ["max", "avg"]},
                         "overlay_png": {"type": "string"},
+                        "peak": cell,
                     },
-                    "required": ["class"],
+                    "required": ["class", "peak"],
                 },
                 "model": ref("Model"),
                 "device": {"type": "string"},
@@ -118,7 +130,7 @@ def body_schemas(max_images: int) -> Schema:
                 "request_id": {"type": "string"},
                 "timings_ms": number_map,
             },
-            "required": [*decision, "photo", "layers", "cam", "model", "device"],
+            "required": [*decision, "review_threshold", "photo", "layers", "cam", "model", "device"],
         },
         "Error": {
             "type": "object",

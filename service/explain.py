@@ -4,7 +4,8 @@ Per stage (``stageN``, an ONNX output of shape ``(1, C, H, W)``): the top-K chan
 their statistics, the map's argmax cell and the receptive-field box of that cell in uploaded-photo pixels
 (``[x0, y0, x1, y1]``, upright after EXIF orientation, letterbox and resize undone, rounded outward and clipped;
 ``model.receptive_field`` is the reference), the box of every row and column of cells (so any cell's box is
-``[xs[x][0], ys[y][0], xs[x][1], ys[y][1]]``), and each channel as a colour-mapped PNG or as an array.
+``[xs[x][0], ys[y][0], xs[x][1], ys[y][1]]``), the argmax cell's own ``footprint`` (its ``jump``-sided square), and
+each channel as a colour-mapped PNG, an array, or both.
 
 The class-activation map is exact for this network: it is each cell's contribution to the logit, so that
 ``sum(cam) + b[k] == logit[k]``. With ``A`` the last stage's map ``(C, H, W)`` and the head ``W``, ``b`` (the ONNX
@@ -79,6 +80,15 @@ def cell_boxes(field: Field, geo: Letterbox) -> CellBoxes:
     x, xu = _axis(field, w, geo.pad_x, geo.photo_width, geo.new_width)
     y, yu = _axis(field, h, geo.pad_y, geo.photo_height, geo.new_height)
     return CellBoxes(x, y, xu, yu)
+
+
+def footprint(field: Field, y: int, x: int, geo: Letterbox) -> list[int]:
+    """Cell ``(y, x)``'s own square in the upright photo, ``[x0, y0, x1, y1]``: one ``jump`` wide, centred on the cell
+    (``start + i * jump``) as its receptive field is, so neighbouring cells' footprints tile the input. Where a cell
+    *looks* is its receptive field; where it *sits* is this (for the last stage, 32 of the 265 pixels)."""
+    cx, cy = field.start + x * field.jump, field.start + y * field.jump
+    half = field.jump / 2
+    return list(geo.clip_to_photo(geo.box_to_photo((cx - half, cy - half, cx + half, cy + half))))
 
 
 def _round(values: np.ndarray, digits: int = 5) -> list[Any]:
@@ -196,6 +206,7 @@ class Explainer:
                 "value": float(peaks[top]),
                 "box": boxes.box(y, x),
                 "box_unclipped": boxes.box_unclipped(y, x),
+                "footprint": footprint(field, y, x, geo),
             },
             "cell_boxes": {"x": boxes.x.tolist(), "y": boxes.y.tolist()},
             "upscale": img.upscale_factor(h, w),
@@ -228,6 +239,7 @@ class Explainer:
                 "value": float(cam[y, x]),
                 "box": boxes.box(y, x),
                 "box_unclipped": boxes.box_unclipped(y, x),
+                "footprint": footprint(field, y, x, geo),
             },
             "logit": float(outputs[LOGITS][k]),
             "pool": self.pool,

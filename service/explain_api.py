@@ -167,6 +167,7 @@ class ExplainAPI(EngineAPI):
         body = {
             **({} if name is None else {"file": name}),
             **output.body,
+            "review_threshold": self.engine.threshold,
             **self.engine.provenance(),
             "request_id": upload.request_id,
             "timings_ms": {k: milliseconds(v) for k, v in output.timings.items()},

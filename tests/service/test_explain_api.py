@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from PIL import Image
 
 from model.config import CLASSES, NEEDS_REVIEW, NetworkConfig
 from model.preprocess import letterbox_geometry
-from model.receptive_field import cell_field_in_photo
+from model.receptive_field import cell_field_in_photo, stage_fields
 from model.synth.photo import ORIENTATION_TAG, sensor_pixels
 from service import explain_images as img
 from service.explain_options import DEFAULT_CHANNELS
@@ -80,6 +81,44 @@ def analytic(stage: str, cell: list[int], width: int, height: int) -> list[int]:
     return [c.x0, c.y0, c.x1, c.y1]
 
 
+def analytic_footprint(stage: str, cell: list[int], width: int, height: int) -> list[int]:
+    """The cell's own square: ``jump`` input pixels centred on its centre ``start + i * jump``, through the letterbox
+    (photo = (input - pad) * photo side / resized side), rounded outward and clipped to the photo."""
+    config = NetworkConfig()
+    field = stage_fields(config)[stage]
+    geo = letterbox_geometry(width, height, config.preprocessing.size)
+    edges = []
+    for i, pad, side, resized in (
+        (cell[1], geo.pad_x, width, geo.new_width),
+        (cell[0], geo.pad_y, height, geo.new_height),
+    ):
+        centre = field.start + i * field.jump
+        lo, hi = ((centre + d * field.jump / 2 - pad) * side / resized for d in (-1, 1))
+        edges.append((min(max(math.floor(lo), 0), side), min(max(math.ceil(hi), 0), side)))
+    (x0, x1), (y0, y1) = edges
+    return [x0, y0, x1, y1]
+
+
+def test_the_peak_cells_footprint_is_one_cell_inside_its_receptive_field(client: TestClient, kit: Any) -> None:
+    width, height = 256, 256  # the network input's size: photo pixels are input pixels
+    r = post(client, kit.encode(kit.scene(width, height, seed=5), "PNG"), channels="1")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    fields = stage_fields(NetworkConfig())
+    cells = [(body["cam"]["layer"], body["cam"]["peak"])] + [
+        (layer["name"], layer["argmax"]) for layer in body["layers"]
+    ]
+    for stage, cell in cells:
+        x0, y0, x1, y1 = cell["footprint"]
+        b = cell["box"]
+        assert b[0] <= x0 < x1 <= b[2] and b[1] <= y0 < y1 <= b[3], (stage, cell)
+        jump = fields[stage].jump
+        assert jump <= x1 - x0 <= jump + 1 and jump <= y1 - y0 <= jump + 1, (stage, cell["footprint"])
+    peak = body["cam"]["peak"]
+    assert (peak["box"][2] - peak["box"][0]) * (peak["box"][3] - peak["box"][1]) > 0.5 * width * height
+    assert peak["footprint"] == analytic_footprint(LAST, peak["cell"], width, height)
+
+
 def test_explains_a_photo(client: TestClient, kit: Any) -> None:
     data = kit.encode(kit.scene(321, 243), "JPEG", quality=90)
     r = post(client, data)
@@ -99,6 +138,9 @@ def test_explains_a_photo(client: TestClient, kit: Any) -> None:
     assert {"queue", "decode", "preprocess", "inference", "explain"} <= set(body["timings_ms"])
     routed = post(client, data, path="/v1/route").json()
     assert routed["probabilities"] == body["probabilities"], "explain and route serve the same model"
+    card = client.get("/v1/model", headers={"X-API-Key": KEY}).json()
+    assert body["review_threshold"] == card["calibration"]["review_threshold"]
+    assert (body["route"] == NEEDS_REVIEW) == (body["confidence"] < body["review_threshold"])
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -121,6 +163,9 @@ def test_boxes_are_in_upright_photo_pixels(client: TestClient, kit: Any, orienta
             x = (y * 7) % len(xs)
             assert [xs[x][0], ys[y][0], xs[x][1], ys[y][1]] == analytic(layer["name"], [y, x], width, height)
     assert body["cam"]["peak"]["box"] == analytic(LAST, body["cam"]["peak"]["cell"], width, height)
+    assert body["cam"]["peak"]["footprint"] == analytic_footprint(LAST, body["cam"]["peak"]["cell"], width, height)
+    for layer in body["layers"]:
+        assert layer["argmax"]["footprint"] == analytic_footprint(layer["name"], layer["argmax"]["cell"], width, height)
 
 
 @pytest.mark.parametrize("query", [{"maps": "array"}, {"format": "json"}], ids=["maps=array", "deprecated format=json"])
