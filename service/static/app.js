@@ -143,13 +143,41 @@ function renderLayer(layer) {
   return section;
 }
 
-function render(result) {
+// The class a photo leans to: the most probable one (what it would be routed to with a confident enough model).
+function leaning(probabilities) {
+  return Object.entries(probabilities).reduce((best, entry) => (entry[1] > best[1] ? entry : best))[0];
+}
+
+// " (confidence 99.1%)" for a routed photo; for one sent to review, which class it leans to and by how much it
+// missed the threshold it needed.
+function confidenceText(result) {
+  if (result.route !== "needs_review") return ` (confidence ${percent(result.confidence)})`;
+  const threshold = typeof result.review_threshold === "number"
+    ? `, below the ${percent(result.review_threshold)} threshold` : "";
+  return `: leans ${leaning(result.probabilities)} at ${percent(result.confidence)}${threshold}`;
+}
+
+// Forget the shown result: after a failed upload nothing below the error may read as the new photo's result.
+function clearResult() {
+  state.result = null;
+  $("result").hidden = true;
+  $("layers").replaceChildren();
+  $("overlay").removeAttribute("src");
+  for (const id of ["peak-box", "peak-field", "cell-box"]) hideBox($(id));
+  for (const id of ["route", "confidence", "probabilities", "model", "cam-caption", "cell-info", "photo-name"]) {
+    $(id).textContent = "";
+  }
+  delete $("route").dataset.route;
+}
+
+function render(result, fileName) {
   state.result = result;
+  $("photo-name").textContent = fileName;
   const route = $("route");
   route.textContent = result.route.replace("_", " ");
   route.className = result.route;
   route.dataset.route = result.route;
-  $("confidence").textContent = `(confidence ${percent(result.confidence)})`;
+  $("confidence").textContent = confidenceText(result);
   $("probabilities").textContent = Object.entries(result.probabilities)
     .map(([name, p]) => `${name}: ${percent(p)}`).join(" \u00b7 ");
   $("model").textContent = `${result.model.name} ${result.model.version} on ${result.provider}` +
@@ -161,11 +189,15 @@ function render(result) {
   overlay.width = result.display.width;
   overlay.height = result.display.height;
   overlay.src = `data:image/png;base64,${result.cam.overlay_png}`;
-  drawBox($("peak-box"), result.cam.peak.box);
+  const peak = result.cam.peak;
+  const footprint = peak.footprint || peak.box;
+  drawBox($("peak-box"), footprint);
+  drawBox($("peak-field"), peak.box);
   hideBox($("cell-box"));
   $("cam-caption").textContent =
     `Class-activation map for ${result.cam.class} (${result.cam.layer}); peak cell ` +
-    `(${result.cam.peak.cell.join(", ")}) sees photo box [${result.cam.peak.box.join(", ")}].`;
+    `(${peak.cell.join(", ")}) sits at photo box [${footprint.join(", ")}] and sees ` +
+    `[${peak.box.join(", ")}], its receptive field.`;
   $("cell-info").textContent = "";
   const layers = $("layers");
   layers.replaceChildren(...result.layers.map(renderLayer));
@@ -201,11 +233,13 @@ async function explain(file) {
       throw new Error(`The service answered ${response.status}: ${detail}`);
     }
     if (!data) throw new Error("The service's answer was not JSON.");
-    render(data);
+    render(data, file.name);
     setStatus(`${file.name}: explained.`);
   } catch (error) {
     setStatus("");
-    showError(error instanceof TypeError ? `Could not reach the service: ${error.message}` : error.message);
+    clearResult();
+    const reason = error instanceof TypeError ? `Could not reach the service: ${error.message}` : error.message;
+    showError(`${file.name}: ${reason}`);
   } finally {
     state.busy = false;
   }

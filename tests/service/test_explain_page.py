@@ -6,6 +6,7 @@ directory, and in ``$TRIAGE_TEST_ARTIFACTS`` when set)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -105,13 +106,16 @@ def drawn_box(page: Any) -> list[int]:
     return [int(v) for v in page.get_attribute("#cell-box", "data-box").split(",")]
 
 
-def assert_on_screen_where_it_belongs(page: Any, box: list[int], photo: dict[str, int]) -> None:
-    """The SVG rectangle covers exactly the photo pixels ``box`` on the displayed overlay (within a pixel)."""
+def assert_on_screen_where_it_belongs(
+    page: Any, box: list[int], photo: dict[str, int], rect: str = "#cell-box"
+) -> None:
+    """The SVG rectangle ``rect`` covers exactly the photo pixels ``box`` on the displayed overlay (within a
+    pixel)."""
     shown = page.locator("#overlay").bounding_box()
-    rect = page.locator("#cell-box").bounding_box()
+    drawn = page.locator(rect).bounding_box()
     sx, sy = shown["width"] / photo["width"], shown["height"] / photo["height"]
     expected = (shown["x"] + box[0] * sx, shown["y"] + box[1] * sy, (box[2] - box[0]) * sx, (box[3] - box[1]) * sy)
-    got = (rect["x"], rect["y"], rect["width"], rect["height"])
+    got = (drawn["x"], drawn["y"], drawn["width"], drawn["height"])
     # the stroke is drawn half outside the rectangle: allow its width plus rounding
     assert all(abs(g - e) <= 3.5 for g, e in zip(got, expected, strict=True)), (got, expected)
 
@@ -174,8 +178,13 @@ def test_page_explains_an_uploaded_photo(service: str, browser: Any, tmp_path: P
     )
     assert (drawn["w"], drawn["h"]) == (api["display"]["width"], api["display"]["height"])
     assert drawn["colourful"] > 0.01, "no heatmap colour on the overlay"
-    peak = [int(v) for v in page.get_attribute("#peak-box", "data-box").split(",")]
-    assert peak == api["cam"]["peak"]["box"]
+    # The peak cell is drawn as its own square, its receptive field as a fainter outline around it.
+    peak = api["cam"]["peak"]
+    assert [int(v) for v in page.get_attribute("#peak-box", "data-box").split(",")] == peak["footprint"]
+    assert [int(v) for v in page.get_attribute("#peak-field", "data-box").split(",")] == peak["box"]
+    assert_on_screen_where_it_belongs(page, peak["footprint"], api["photo"], "#peak-box")
+    assert_on_screen_where_it_belongs(page, peak["box"], api["photo"], "#peak-field")
+    assert page.inner_text("#photo-name") == photo_file.name
 
     # Every stage is shown as a grid of the API's top channels.
     layers = {layer["name"]: layer for layer in api["layers"]}
@@ -229,4 +238,78 @@ def test_page_shows_a_bad_photo_error_after_a_drop(service: str, browser: Any) -
     message = page.inner_text("#error")
     assert "415" in message and "not a supported image type" in message
     assert page.is_hidden("#result")
+    page.close()
+
+
+def explained(service: str, name: str, data: bytes) -> dict[str, Any]:
+    answer = httpx.post(
+        f"{service}/v1/explain",
+        params={"channels": "1"},
+        files={"file": (name, data)},
+        headers={"X-API-Key": KEY},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_a_failed_upload_leaves_no_earlier_result_below_its_error(service: str, browser: Any, tmp_path: Path) -> None:
+    photo = tmp_path / "first_photo.jpg"
+    photo.write_bytes(render_photo(3, "general_returns", split="test").encode("JPEG"))
+    broken = tmp_path / "second_photo.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a photo")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(service + "/")
+    page.fill("#api-key", KEY)
+    page.fill("#channels", "1")
+    page.set_input_files("#file", str(photo))
+    page.wait_for_function("document.getElementById('route').dataset.route !== undefined")
+    assert page.is_visible("#result") and page.inner_text("#photo-name") == photo.name
+
+    page.set_input_files("#file", str(broken))
+    page.wait_for_selector("#error:not([hidden])")
+    message = page.inner_text("#error")
+    assert message.startswith(f"{broken.name}: ") and "422" in message, message
+    assert page.is_hidden("#result")
+    assert page.evaluate("document.getElementById('route').dataset.route") is None
+    assert page.locator(".tile").count() == 0 and page.inner_text("#route") == ""
+    assert page.get_attribute("#overlay", "src") is None
+    page.screenshot(path=str(tmp_path / "failed_upload.png"), full_page=True)
+
+    # The next good photo is shown again, and the error goes.
+    page.set_input_files("#file", str(photo))
+    page.wait_for_function("document.getElementById('route').dataset.route !== undefined")
+    assert page.is_hidden("#error") and page.is_visible("#result")
+    page.close()
+
+
+@pytest.mark.parametrize(
+    ("route", "confidence", "expected"),
+    [
+        ("needs_review", 0.912, "needs review: leans screen_damage at 91.2%, below the 96.1% threshold"),
+        ("screen_damage", 0.987, "screen damage (confidence 98.7%)"),
+    ],
+)
+def test_the_headline_says_where_a_photo_leans_and_the_threshold_it_missed(
+    service: str, browser: Any, tmp_path: Path, route: str, confidence: float, expected: str
+) -> None:
+    """The page draws whatever the API answers: a real answer, its decision set to a known one."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(render_photo(5, "screen_damage", split="test").encode("JPEG"))
+    answer = explained(service, photo.name, photo.read_bytes())
+    answer.update(
+        route=route,
+        confidence=confidence,
+        probabilities={"screen_damage": confidence, "general_returns": 1 - confidence},
+        review_threshold=0.961,
+    )
+    page = browser.new_page()
+    page.route(
+        "**/v1/explain?*", lambda r: r.fulfill(status=200, content_type="application/json", body=json.dumps(answer))
+    )
+    page.goto(service + "/")
+    page.set_input_files("#file", str(photo))
+    page.wait_for_function("document.getElementById('route').dataset.route !== undefined")
+    headline = page.inner_text("#summary p:nth-child(2)")
+    assert headline == f"Route: {expected}", headline
     page.close()
