@@ -138,7 +138,10 @@ def test_schema_describes_every_endpoint(fuzz: Fuzz) -> None:
     assert {"200", "400", "401", "413", "415", "422"} <= set(route["responses"])
     assert route["security"] == [{"ApiKey": []}, {"Bearer": []}]
     explain = document["paths"]["/v1/explain"]["post"]
-    assert {p["name"] for p in explain["parameters"]} == {"layers", "channels", "maps", "format", "erf"}
+    parameters = {p["name"]: p for p in explain["parameters"]}
+    assert set(parameters) == {"layers", "channels", "maps", "format", "erf"}
+    assert parameters["maps"]["schema"] == {"type": "string", "enum": ["png", "array", "both"], "default": "png"}
+    assert parameters["format"]["deprecated"] is True and "maps" in parameters["format"]["description"]
 
 
 @pytest.mark.parametrize(("label", "mode"), list(PLAN), ids=[f"{label} {mode.value}" for label, mode in PLAN])
