@@ -4,7 +4,6 @@ tensor training evaluates for the same file."""
 from __future__ import annotations
 
 import pickle
-import time
 from pathlib import Path
 
 import numpy as np
@@ -118,10 +117,8 @@ def test_byte_limit_is_413(photos: dict[str, bytes]) -> None:
 )
 def test_pixel_limit_is_checked_from_the_header_before_decoding(kit, side: int) -> None:
     bomb = kit.png_header_only(side, side)
-    assert len(bomb) < 200
-    started = time.perf_counter()
+    assert len(bomb) < 200  # 64 bytes of pixel data: decoding it would be a 422 (truncated), so a 413 came first
     error = intake_error(bomb)
-    assert time.perf_counter() - started < 0.5
     assert (error.status, error.reason) == (413, "too_many_pixels")
     shown = f"{side}x{side}" if side * side <= 2 * Image.MAX_IMAGE_PIXELS else str(side * side)
     assert error.message == f"image is {shown} pixels; the limit is {LIMITS.max_pixels} pixels"
