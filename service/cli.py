@@ -15,6 +15,8 @@ class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's help ends with ``(default: ...)``, unless it says its default in words already (a ``None``
     default stands for one chosen later) or a default means nothing there: a flag, a required option."""
 
+    # The hook argparse's own ArgumentDefaultsHelpFormatter overrides; tests/service/test_cli.py renders every
+    # option's help through it, so a change in argparse shows there.
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if "default" in text or action.nargs == 0 or action.required:
