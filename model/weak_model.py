@@ -13,7 +13,7 @@ from typing import Any
 
 from model.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
 
-CHANCE_MARGIN = 0.05  # accuracy less than this above chance is "near chance" (more on small splits, see below)
+CHANCE_MARGIN = 0.10  # accuracy less than this above chance is "near chance" (more on small splits, see below)
 TINY_COVERAGE = 0.05  # routing fewer validation photos than this automatically sends nearly all to review
 
 
