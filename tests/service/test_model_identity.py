@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
-
-from fastapi.testclient import TestClient
-from litserve.utils import wrap_litserve_start
 
 from model.card import CARD_NAME, ONNX_NAME, sha256_file
 from service.metrics import MODEL_INFO
-from service.server import build_server, preflight
 from service.settings import Settings
+from tests.service.test_api_inprocess import serving
 
 NAME, VERSION = "returns-desk-retrained", "20261207T221112Z"
 
@@ -31,12 +27,7 @@ def test_the_cards_name_and_version_are_served_everywhere(
     settings = Settings(
         model_path=model / ONNX_NAME, device="cpu", handoff_dir=None, workers_per_device=1, request_timeout=60.0
     )
-    card, plan = preflight(settings)
-    with wrap_litserve_start(build_server(settings, card, plan)) as started, TestClient(started.app) as client:
-        deadline = time.monotonic() + 120
-        while client.get("/health").status_code != 200:
-            assert time.monotonic() < deadline, "the inference workers did not become ready"
-            time.sleep(0.2)
+    with serving(settings) as (client, _):
         served = client.get("/v1/model").json()
         assert (served["name"], served["version"]) == (NAME, VERSION)
         answer = client.post("/v1/route", files=[("file", ("a.jpg", photos["jpeg"], "image/jpeg"))])
