@@ -342,3 +342,13 @@ def test_training_batches_are_normalised_as_serving_normalises(monkeypatch: pyte
     idx = np.sort(order[:4])
     np.testing.assert_allclose(x.numpy(), normalize(data.pixels[idx], spec), rtol=0, atol=2e-6)
     assert labels.tolist() == data.labels[idx].tolist() and cells is None
+
+
+def test_training_says_which_temperature_it_kept() -> None:
+    from model.train import temperature_summary
+
+    kept = {"choice": "fitted", "fitted": 1.31, "val_ece_fitted": 0.0179, "val_ece_uncalibrated": 0.0182}
+    assert temperature_summary(kept) == "calibration: temperature 1.31 lowers validation ECE from 0.0182 to 0.0179"
+    worse = {"choice": "uncalibrated", "fitted": 3.2, "val_ece_fitted": 0.1052, "val_ece_uncalibrated": 0.0839}
+    line = temperature_summary(worse)
+    assert "would raise validation ECE from 0.0839 to 0.1052" in line and "temperature 1" in line
