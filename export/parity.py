@@ -231,10 +231,14 @@ def run_parity(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``triage parity``: print the parity table (or ``--json``); 0 when everything passes, else 1 (2: no files)."""
-    parser = argparse.ArgumentParser(prog="triage parity", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="triage parity",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    parser.add_argument("--onnx", type=Path, default=DEFAULT_ONNX)
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="the PyTorch checkpoint")
+    parser.add_argument("--onnx", type=Path, default=DEFAULT_ONNX, help="the ONNX file exported from it")
     parser.add_argument(
         "--beyond-photos", action="store_true", help="add binary noise and a 3x Gaussian (larger than photos give)"
     )

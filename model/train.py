@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +19,25 @@ from tqdm import tqdm
 
 from model.allocator import reuse_freed_memory
 from model.augment import apply, draw
-from model.card import CARD_NAME, CHECKPOINT_NAME, sha256_file, write_card
+from model.card import CARD_NAME, CHECKPOINT_NAME, RETRAINED_NAME, retrained_version, sha256_file, write_card
 from model.checkpoint import save_checkpoint
 from model.config import CLASSES, NetworkConfig, Preprocessing
 from model.crack_supervision import crack_head, crack_targets, describe
 from model.data import ArrayDataset, DataError, image_folder, stratified_split, synthetic_split
-from model.metrics import classification_report, fit_temperature, review_threshold, routing_report, softmax
+from model.metrics import (
+    choose_temperature,
+    classification_report,
+    reaches_precision,
+    review_threshold,
+    routing_report,
+    softmax,
+)
 from model.network import TriageNet, build_network, state_to_numpy
 from model.preprocess import normalize
 from model.train_hardware import training_device, training_precision
+from model.weak_model import warnings_banner, weak_model_warnings
 
 log = logging.getLogger(__name__)
-
-MODEL_NAME = "ticket-photo-triage"
-MODEL_VERSION = "1.0.0"
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class TrainOptions:
     device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU
     crack_weight: float = 1.0  # weight of the crack-location loss (model.crack_supervision); 0 turns it off
     twins: float = 0.5  # share of synthetic general_returns training photos that are intact twins of damaged ones
+    name: str = RETRAINED_NAME  # the card's name, which serving reports
+    version: str | None = None  # the card's version; None: the UTC time training started (model.card)
 
 
 DEFAULT_EPOCHS = 14
@@ -197,6 +206,7 @@ def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, ep
 def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, Any]:
     """Train, calibrate and evaluate; write ``opts.out``/triage_checkpoint.npz and model_card.json."""
     started = time.perf_counter()
+    started_at = datetime.now(UTC)
     allocator = reuse_freed_memory()
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
@@ -217,7 +227,9 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
     fit = _fit(net, splits, opts, epochs)
 
     val_logits = predict_logits(net, splits["val"], spec)
-    temperature = fit_temperature(val_logits, splits["val"].labels)
+    chosen = choose_temperature(val_logits, splits["val"].labels)
+    temperature = chosen["temperature"]
+    print(temperature_summary(chosen))
     val_probs = softmax(val_logits, temperature)
     threshold = review_threshold(val_probs, splits["val"].labels, opts.target_precision)
     metrics: dict[str, Any] = {}
@@ -240,15 +252,23 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
     checkpoint = opts.out / CHECKPOINT_NAME
     calibration = {
         "temperature": temperature,
+        "temperature_choice": chosen["choice"],
+        "temperature_fitted": chosen["fitted"],
+        "val_ece_fitted": chosen["val_ece_fitted"],
+        "val_ece_uncalibrated": chosen["val_ece_uncalibrated"],
         "review_threshold": threshold,
+        "threshold_reaches_target": reaches_precision(
+            val_probs, splits["val"].labels, threshold, opts.target_precision
+        ),
         "target_precision": opts.target_precision,
         "fitted_on": "val",
     }
+    warnings = weak_model_warnings(metrics, calibration)
     save_checkpoint(checkpoint, config, state_to_numpy(net), {"calibration": calibration, "seed": opts.seed})
     seconds = time.perf_counter() - started
     card = {
-        "name": MODEL_NAME,
-        "version": MODEL_VERSION,
+        "name": opts.name,
+        "version": opts.version or retrained_version(started_at),
         "classes": list(CLASSES),
         "preprocessing": spec.to_dict(),
         "network": config.to_dict(),
@@ -256,6 +276,7 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
         "calibration": calibration,
         "training": {
             "data": data_description,
+            "started_at": started_at.isoformat(timespec="seconds"),
             "seed": opts.seed,
             "epochs": epochs,
             **fit,
@@ -269,8 +290,22 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
             "allocator": {"glibc_mallopt": allocator} if allocator else "as the C library sets it",
         },
         "metrics": metrics,
+        "warnings": warnings,
         "artifacts": {CHECKPOINT_NAME: {"sha256": sha256_file(checkpoint), "bytes": checkpoint.stat().st_size}},
     }
     write_card(opts.out / CARD_NAME, card)
-    print(f"wrote {checkpoint} and {opts.out / CARD_NAME} in {seconds:.0f} s")
+    print(f"wrote {checkpoint} and {opts.out / CARD_NAME} ({card['name']} {card['version']}) in {seconds:.0f} s")
+    if warnings:
+        print(warnings_banner(warnings), file=sys.stderr)
     return card
+
+
+def temperature_summary(chosen: dict[str, Any]) -> str:
+    """One line saying which temperature ``choose_temperature`` kept and why."""
+    fitted, raw = chosen["val_ece_fitted"], chosen["val_ece_uncalibrated"]
+    if chosen["choice"] == "fitted":
+        return f"calibration: temperature {chosen['fitted']:.4g} lowers validation ECE from {raw:.4f} to {fitted:.4f}"
+    return (
+        f"calibration: the fitted temperature {chosen['fitted']:.4g} would raise validation ECE from {raw:.4f} to "
+        f"{fitted:.4f}; kept the uncalibrated probabilities (temperature 1)"
+    )

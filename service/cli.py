@@ -8,6 +8,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_ARTIFACTS = Path("artifacts")
+WEAK_MODEL = 3  # exit status of ``triage train`` when the model it wrote has warnings (without --allow-weak)
+
+
+class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with ``(default: ...)``, unless it says its default in words already (a ``None``
+    default stands for one chosen later) or a default means nothing there: a flag, a required option."""
+
+    # The hook argparse's own ArgumentDefaultsHelpFormatter overrides; tests/service/test_cli.py renders every
+    # option's help through it, so a change in argparse shows there.
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.nargs == 0 or action.required:
+            return text
+        return super()._get_help_string(action)
 
 
 def _positive(text: str) -> int:
@@ -41,13 +55,22 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         crack_weight=args.crack_weight,
         twins=args.twins,
+        name=args.name,
+        version=args.version,
     )
     preprocessing = Preprocessing(jpeg_draft=args.jpeg_draft)
     try:
-        train(options, NetworkConfig(global_pool=args.global_pool, preprocessing=preprocessing))
+        card = train(options, NetworkConfig(global_pool=args.global_pool, preprocessing=preprocessing))
     except DataError as exc:
         print(f"triage train: {exc}", file=sys.stderr)
         return 2
+    if card["warnings"] and not args.allow_weak:
+        print(
+            f"triage train: the model in {args.out} is too weak to use ({len(card['warnings'])} warnings above); "
+            "train on more photos or for more epochs, or pass --allow-weak to accept it",
+            file=sys.stderr,
+        )
+        return WEAK_MODEL
     return 0
 
 
@@ -115,16 +138,42 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from model.card import RETRAINED_NAME
+    from service.settings import Settings
+
     parser = argparse.ArgumentParser(prog="triage", description="Route customer-support photos.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train the network (synthetic photos, or --data DIR)")
-    p.add_argument("--data", type=Path, help="ImageFolder tree DIR/screen_damage/*, DIR/general_returns/*")
-    p.add_argument("--epochs", type=_positive, default=None, help="at most this many epochs (default from config)")
-    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS, help="default: artifacts, the shipped model's folder")
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, formatter_class=DefaultsShown)
+
+    p = command("train", "train the network (synthetic photos, or --data DIR)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="ImageFolder tree DIR/screen_damage/*, DIR/general_returns/* (default: generated photos)",
+    )
+    p.add_argument("--epochs", type=_positive, default=None, help="at most this many epochs (default: 14)")
+    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS, help="folder for the checkpoint and model card")
     p.add_argument("--overwrite", action="store_true", help="replace the model --out already holds")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-train", type=_positive, default=None, help="synthetic training photos (default from config)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated photos, the split and the weights")
+    p.add_argument(
+        "--n-train", type=_positive, default=None, help="generated training photos (default: 24000; not with --data)"
+    )
+    p.add_argument("--name", default=RETRAINED_NAME, help="the model's name in its card, /v1/model and every answer")
+    p.add_argument(
+        "--version",
+        default=None,
+        help="the model's version in its card, /v1/model and every answer (default: the UTC time training "
+        "started, e.g. 20261207T221112Z)",
+    )
+    p.add_argument(
+        "--allow-weak",
+        action="store_true",
+        help=f"exit 0 even when the model card lists warnings (accuracy near chance, temperature at its bound, no "
+        f"reachable review threshold, almost nothing routed automatically); without it such a model exits "
+        f"{WEAK_MODEL}",
+    )
     p.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp32"),
@@ -158,38 +207,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_train)
 
-    p = sub.add_parser("export", help="write and check the ONNX model, update the model card")
-    p.add_argument("--checkpoint", type=Path)
-    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS)
+    p = command("export", "write and check the ONNX model, update the model card")
+    p.add_argument("--checkpoint", type=Path, help="the checkpoint to export (default: triage_checkpoint.npz in --out)")
+    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS, help="folder for the ONNX file and model card")
     p.set_defaults(handler=_export)
 
-    p = sub.add_parser("parity", help="compare PyTorch, ONNX Runtime, NumPy and onnx.reference layer by layer")
-    p.set_defaults(handler=None)
+    p = command("parity", "compare PyTorch, ONNX Runtime, NumPy and onnx.reference layer by layer")
+    p.set_defaults(handler=None)  # main() hands its arguments to export.parity, whose own parser describes them
 
-    p = sub.add_parser("synth", help="write generated ticket photos as an ImageFolder tree")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--n", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", default="test", choices=("train", "val", "test", "shifted"))
+    p = command("synth", "write generated ticket photos as an ImageFolder tree")
+    p.add_argument("--out", type=Path, required=True, help="folder to write the class folders and manifest into")
+    p.add_argument("--n", type=_positive, default=100, help="how many photos, half of each class")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the first photo's generator seed; the photos use seeds SEED to SEED + N - 1",
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test", "shifted"),
+        help="which split's factor values to draw (shifted: also values training never sees)",
+    )
     p.set_defaults(handler=_synth)
 
-    p = sub.add_parser("predict", help="route local photos (in-process, or through a service with --url)")
-    p.add_argument("files", nargs="+", type=Path)
+    p = command("predict", "route local photos (in-process, or through a service with --url)")
+    p.add_argument("files", nargs="+", type=Path, help="photo files, or folders standing for the photos below them")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--url", help="route through a running service, e.g. http://127.0.0.1:8000")
+    p.add_argument("--url", help="route through a running service, e.g. http://127.0.0.1:8000 (default: in-process)")
     p.add_argument("--api-key", help="API key for --url (default: $TRIAGE_API_KEY)")
-    p.add_argument("--model", type=Path, default=None, help="default: the shipped model, artifacts/triage.onnx")
+    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the shipped artifacts/triage.onnx)")
     p.set_defaults(handler=_predict)
 
-    p = sub.add_parser("serve", help="start the HTTP service with the shipped model")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
+    p = command("serve", "start the HTTP service with the shipped model")
+    fields = Settings.model_fields
+    p.add_argument("--host", help=f"address to listen on (default: $TRIAGE_HOST, else {fields['host'].default})")
+    p.add_argument("--port", type=int, help=f"port to listen on (default: $TRIAGE_PORT, else {fields['port'].default})")
     p.set_defaults(handler=_serve)
 
-    p = sub.add_parser("explain", help="write the explanation JSON and overlay PNGs for one photo")
-    p.add_argument("file", type=Path)
-    p.add_argument("--out", type=Path, default=Path("explanation"))
-    p.add_argument("--model", type=Path, default=None, help="default: the shipped model, artifacts/triage.onnx")
+    p = command("explain", "write the explanation JSON and overlay PNGs for one photo")
+    p.add_argument("file", type=Path, help="the photo")
+    p.add_argument("--out", type=Path, default=Path("explanation"), help="folder for the JSON and PNG files")
+    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the shipped artifacts/triage.onnx)")
     p.set_defaults(handler=_explain)
     return parser
 

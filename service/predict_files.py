@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,10 +16,13 @@ from model.preprocess import PHOTO_SUFFIXES
 from service.engine import load_engine
 from service.intake import IntakeError, IntakeLimits, read_photo
 
+# A local file is refused only for its pixels: the byte limit protects the service from what is uploaded to it, and a
+# phone screenshot saved as PNG is larger than that limit yet costs no more to decode than its pixel count says.
+LOCAL_LIMITS = IntakeLimits(max_bytes=sys.maxsize)
+
 
 def _route_local(files: Sequence[Path], model: Path) -> list[dict[str, Any]]:
     engine = load_engine(model, device="auto")
-    limits = IntakeLimits()
     results: list[dict[str, Any]] = []
     for path in files:
         started = time.perf_counter()
@@ -28,7 +32,7 @@ def _route_local(files: Sequence[Path], model: Path) -> list[dict[str, Any]]:
             results.append({"file": str(path), "error": {"status": 404, "message": f"cannot read file: {exc}"}})
             continue
         try:
-            prepared, timings = read_photo(data, engine.preprocessing, limits)
+            prepared, timings = read_photo(data, engine.preprocessing, LOCAL_LIMITS)
         except IntakeError as exc:
             results.append({"file": str(path), "error": {"status": exc.status, "message": exc.message}})
             continue
@@ -46,8 +50,7 @@ def _route_local(files: Sequence[Path], model: Path) -> list[dict[str, Any]]:
                     "inference": round(inference * 1000, 2),
                     "total": round((time.perf_counter() - started) * 1000, 2),
                 },
-                "device": engine.info.device,
-                "provider": engine.info.provider,
+                **engine.provenance(),
             }
         )
     return results
