@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.intake import IntakeLimits
+from service.inference.intake import IntakeLimits
 
 MIB = 1024 * 1024
 

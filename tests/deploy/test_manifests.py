@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from deploy_helpers import container, only, settings_env
 
+from service.runtime.supervisor import _WORKER_EXIT_S
 from service.settings import SHIPPED_MODEL, Settings
-from service.supervisor import _WORKER_EXIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY_TARGETS = ("cpu", "gpu")

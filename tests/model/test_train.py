@@ -155,7 +155,7 @@ def test_image_folder_reads_what_the_service_reads_and_skips_the_rest(tmp_path: 
 def test_triage_train_on_a_small_folder_or_a_bad_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Ten photos per class train (in batches smaller than the default 64); too few photos, a missing folder or
     --epochs 0 are one-line errors with exit status 2, not tracebacks."""
-    from service.cli import main
+    from triage_cli.commands import main
 
     folder = tmp_path / "photos"
     for label, name in enumerate(CLASSES):
@@ -226,11 +226,11 @@ def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: py
     ``--crack-weight 0`` trains without the crack-location loss."""
     import model.train as training
     from export.pipeline import export_artifacts
-    from service.cli import build_parser
-    from service.engine import TriageEngine
-    from service.explain import Explainer
-    from service.explain_options import ExplainOptions
-    from service.intake import IntakeLimits, read_photo
+    from service.explain.explainer import Explainer
+    from service.explain.options import ExplainOptions
+    from service.inference.engine import TriageEngine
+    from service.inference.intake import IntakeLimits, read_photo
+    from triage_cli.commands import build_parser
 
     real_train = training.train
 

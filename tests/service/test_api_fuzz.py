@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.openapi import openapi_schema
+from service.http.openapi import openapi_schema
 from tests.service.test_serve_e2e import Served, start, stop
 
 KEY = "fuzz-key"

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 
-from service import batching
-from service.batching import PatientBatchedLoop
-from service.held_requests import read_held
+from service.runtime import batching
+from service.runtime.batching import PatientBatchedLoop
+from service.runtime.held_requests import read_held
 
 
 class RecordingTransport:

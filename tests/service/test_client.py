@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from service.client import route_remote
+from triage_cli.client import route_remote
 
 
 def closed_port() -> int:

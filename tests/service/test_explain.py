@@ -18,12 +18,12 @@ from model.config import NetworkConfig
 from model.preprocess import letterbox_geometry
 from model.receptive_field import cell_field_in_photo, stage_fields
 from model.synth.photo import ORIENTATION_TAG, sensor_pixels
-from service import explain_images as img
-from service.engine import TriageEngine
-from service.explain import Explainer
-from service.explain_cli import explain_file
-from service.explain_options import ExplainOptions, OptionError, parse_options
-from service.intake import IntakeLimits, read_photo
+from service.explain import pictures as img
+from service.explain.explainer import Explainer
+from service.explain.options import ExplainOptions, OptionError, parse_options
+from service.inference.engine import TriageEngine
+from service.inference.intake import IntakeLimits, read_photo
+from triage_cli.explain_file import explain_file
 
 CONFIG = NetworkConfig()  # the architecture the fixture model and the shipped one are built from
 STAGES = CONFIG.stage_names
@@ -354,7 +354,7 @@ def test_the_cli_finds_the_shipped_model_from_any_folder(tmp_path: Path) -> None
     photo = root / "samples" / "screen_damage" / "test_00000000.jpg"
     for command in (["predict", str(photo), "--json"], ["explain", str(photo), "--out", str(tmp_path / "x")]):
         done = subprocess.run(
-            [sys.executable, "-m", "service.cli", *command],
+            [sys.executable, "-m", "triage_cli.commands", *command],
             cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(root)},
             capture_output=True,
@@ -374,7 +374,7 @@ def test_explain_cli_reports_unreadable_files(random_model_dir: Path, tmp_path: 
 
 @pytest.mark.parametrize("pool", ["max", "avg"])
 def test_logit_contributions_add_up_to_the_pooled_logit_ties_included(pool: str) -> None:
-    from service.explain import logit_contributions
+    from service.explain.explainer import logit_contributions
 
     rng = np.random.default_rng(11)
     maps = rng.integers(0, 4, (5, 3, 4)).astype(np.float32)  # few values: maxima tie within maps

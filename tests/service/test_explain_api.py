@@ -23,7 +23,7 @@ from model.config import CLASSES, NEEDS_REVIEW, NetworkConfig
 from model.preprocess import letterbox_geometry
 from model.receptive_field import cell_field_in_photo
 from model.synth.photo import ORIENTATION_TAG, sensor_pixels
-from service.explain_options import DEFAULT_CHANNELS
+from service.explain.options import DEFAULT_CHANNELS
 from service.server import build_server, preflight
 from service.settings import Settings
 
@@ -263,14 +263,14 @@ def test_a_queued_explanation_holds_its_photo_at_display_size_and_draws_the_same
     import json
     from dataclasses import replace
 
-    from service.explain_api import ExplainAPI, ExplainUpload
-    from service.explain_options import ExplainOptions
-    from service.intake import read_photo
-    from service.uploads import TicketUpload, UploadedPhoto
+    from service.explain.options import ExplainOptions
+    from service.http.uploads import TicketUpload, UploadedPhoto
+    from service.inference.explain_api import ExplainAPI, ExplainUpload
+    from service.inference.intake import read_photo
 
     api = ExplainAPI(Settings(model_path=random_model_dir / "triage.onnx", device="cpu"))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("service.engine_api.configure_logging", lambda level: None)
+        patch.setattr("service.inference.engine_api.configure_logging", lambda level: None)
         api.setup("cpu")
     data = kit.encode(kit.scene(300, 200).resize((3000, 2000)), "PNG")
     upload = ExplainUpload(TicketUpload("r", time.time(), (UploadedPhoto("a.png", data),)), ExplainOptions())

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from model.synth import render_photo
-from service.engine import TriageEngine
-from service.explain import Explainer
-from service.explain_options import ExplainOptions
-from service.intake import IntakeLimits, read_photo
+from service.explain.explainer import Explainer
+from service.explain.options import ExplainOptions
+from service.inference.engine import TriageEngine
+from service.inference.intake import IntakeLimits, read_photo
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = Path(os.environ.get("TRIAGE_CAM_TEST_MODEL", ROOT / "artifacts" / "triage.onnx"))  # another model: set it

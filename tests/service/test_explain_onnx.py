@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from model.config import NetworkConfig
-from service.engine import TriageEngine
-from service.onnx_weights import OnnxFormatError, head_weights, read_onnx
+from service.explain.onnx_weights import OnnxFormatError, head_weights, read_onnx
+from service.inference.engine import TriageEngine
 
 LAST = NetworkConfig().stage_names[-1]
 
@@ -86,7 +86,7 @@ def test_a_quantised_model_is_read_dequantised(random_model_dir: Path, tmp_path:
 
     from export.quantize import quantize_model
     from model.config import Preprocessing
-    from service.explain import Explainer
+    from service.explain.explainer import Explainer
 
     rng = np.random.default_rng(0)
     photos = np.kron(rng.integers(0, 256, (8, 16, 16, 3)), np.ones((1, 16, 16, 1))).astype(np.uint8)
@@ -124,8 +124,8 @@ class NoTorch(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, NoTorch())
-import service.explain_api, service.page
-from service.explain_cli import explain_file
+import service.inference.explain_api, service.http.page
+from triage_cli.explain_file import explain_file
 raise SystemExit(explain_file(Path(sys.argv[1]), Path(sys.argv[2]), model=Path(sys.argv[3]), erf=True, channels=1))
 """
 

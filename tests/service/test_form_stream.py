@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.form_stream import FilePart, FormError, FormLimits, MemoryWriter, read_file_parts
+from service.http.form_stream import FilePart, FormError, FormLimits, MemoryWriter, read_file_parts
 
 BOUNDARY = "form-stream-test-3d9c"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"

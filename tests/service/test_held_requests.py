@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from service.held_requests import HeldRequests, held_path, make_held_dir, read_held, take_held
+from service.runtime.held_requests import HeldRequests, held_path, make_held_dir, read_held, take_held
 
 
 def test_each_batch_replaces_the_last_and_a_longer_old_record_is_ignored(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_the_directory_is_private_and_in_shared_memory_where_there_is_one() -> N
 
 
 def test_held_request_folders_of_dead_services_are_swept(tmp_path: Path, dead_pid: int) -> None:
-    from service.held_requests import HELD_PREFIX, sweep_orphan_held_dirs
+    from service.runtime.held_requests import HELD_PREFIX, sweep_orphan_held_dirs
 
     alive = os.getpid()
     for pid in (dead_pid, alive):

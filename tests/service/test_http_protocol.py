@@ -1,4 +1,4 @@
-"""The HTTP processes' connection handling (``service.http_protocol``) on a real uvicorn server and socket: bounded
+"""The HTTP processes' connection handling (``service.http.protocol``) on a real uvicorn server and socket: bounded
 request heads (431, 408), JSON answers and metrics for requests uvicorn refuses by itself."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from service.http_protocol import bounded_head_protocol
-from service.request_context import RequestContextMiddleware
+from service.http.protocol import bounded_head_protocol
+from service.http.request_context import RequestContextMiddleware
 
 MAX_HEAD = 4096
 HEAD_TIMEOUT = 0.5

@@ -16,7 +16,7 @@ from PIL import Image
 from model.config import CLASSES, Preprocessing
 from model.data import image_folder
 from model.preprocess import normalize
-from service.intake import IntakeError, IntakeLimits, read_photo, sniff_type
+from service.inference.intake import IntakeError, IntakeLimits, read_photo, sniff_type
 
 SPEC = Preprocessing()
 LIMITS = IntakeLimits()

@@ -23,13 +23,14 @@ SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, NoTorch())
 
-    import service.client, service.predict_files, service.route_api, service.server, service.supervisor
+    import triage_cli.client, triage_cli.predict_files, service.inference.route_api, service.server
+    import service.runtime.supervisor
     from service.metrics import use_metrics_dir
-    from service.predict_files import predict_files
-    from service.route_api import RouteAPI
+    from triage_cli.predict_files import predict_files
+    from service.inference.route_api import RouteAPI
     from service.server import build_server, preflight
     from service.settings import Settings
-    from service.uploads import TicketUpload, UploadedPhoto
+    from service.http.uploads import TicketUpload, UploadedPhoto
 
     model, photo = Path(sys.argv[1]), Path(sys.argv[2])
     use_metrics_dir(Path(tempfile.mkdtemp()))

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from service import packet_pipes
-from service.packet_pipes import (
+from service.runtime import packet_pipes
+from service.runtime.packet_pipes import (
     PACKET_BYTES,
     SPILL_PREFIX,
     PacketPipe,

@@ -14,10 +14,10 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 
-from service import photo_handoff
-from service.intake import IntakeError
-from service.photo_handoff import PREFIX, CloseHandoffOnStop, PhotoHandoff, shared_upload, sweep
-from service.uploads import TicketUpload, UploadedPhoto
+from service.http.uploads import TicketUpload, UploadedPhoto
+from service.inference.intake import IntakeError
+from service.runtime import photo_handoff
+from service.runtime.photo_handoff import PREFIX, CloseHandoffOnStop, PhotoHandoff, shared_upload, sweep
 
 
 def ticket(*photos: UploadedPhoto) -> TicketUpload:
@@ -224,7 +224,7 @@ def test_an_idle_file_that_cannot_be_opened_stays_idle_and_the_photo_goes_in_mem
 
 
 def test_files_of_processes_that_no_longer_exist_are_swept_at_start(tmp_path: Path, dead_pid: int) -> None:
-    from service.photo_handoff import PREFIX, sweep_orphans
+    from service.runtime.photo_handoff import PREFIX, sweep_orphans
 
     alive = os.getpid()
     for pid in (dead_pid, alive):

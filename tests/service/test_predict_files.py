@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
+from triage_cli.commands import main
 
 
 def test_predict_reports_device_and_provider_like_the_service(

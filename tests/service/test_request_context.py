@@ -10,8 +10,8 @@ from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from starlette.datastructures import Headers
 
-from service.auth import key_matches, presented_key
-from service.request_context import RequestContextMiddleware
+from service.http.auth import key_matches, presented_key
+from service.http.request_context import RequestContextMiddleware
 
 KEY = "k-123"
 
@@ -206,7 +206,7 @@ def test_a_client_gone_before_its_body_arrived_is_499_not_a_500(metrics_dir: Pat
 )
 def test_a_request_id_is_echoed_only_when_plain_ascii(given: str, kept: bool) -> None:
     """It goes back in a response header: "café" sent as Latin-1 came back re-encoded as UTF-8."""
-    from service.request_context import request_id_from
+    from service.http.request_context import request_id_from
 
     chosen = request_id_from(Headers(raw=[(b"x-request-id", given.encode("latin-1"))]))
     assert (chosen == given) is kept and chosen.isascii()

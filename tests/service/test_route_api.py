@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.intake import IntakeError
-from service.route_api import DecodedTicket, RouteAPI, RoutedTicket
+from service.http.uploads import TicketUpload, UploadedPhoto
+from service.inference.intake import IntakeError
+from service.inference.route_api import DecodedTicket, RouteAPI, RoutedTicket
 from service.settings import Settings
-from service.uploads import TicketUpload, UploadedPhoto
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def api(random_model_dir: Path, metrics_dir: Path) -> Iterator[RouteAPI]:
     settings = Settings(model_path=random_model_dir / "triage.onnx", device="cpu", max_batch_size=4)
     route_api = RouteAPI(settings)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("service.engine_api.configure_logging", lambda level: None)
+        patch.setattr("service.inference.engine_api.configure_logging", lambda level: None)
         route_api.setup("cpu")
     yield route_api
 

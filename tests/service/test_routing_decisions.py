@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.config import CLASSES
-from service.routing import Decision, calibrated_probabilities, decide, ticket_decision
+from service.inference.routing import Decision, calibrated_probabilities, decide, ticket_decision
 
 
 def test_probabilities_sum_to_one_and_temperature_softens() -> None:

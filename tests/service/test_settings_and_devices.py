@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.devices import DevicePlan, pin_worker_gpu, plan_devices, visible_gpus
-from service.engine import CPU, CUDA, DeviceError, provider_in_use
+from service.inference.devices import DevicePlan, pin_worker_gpu, plan_devices, visible_gpus
+from service.inference.engine import CPU, CUDA, DeviceError, provider_in_use
 from service.settings import Settings
 
 

@@ -12,8 +12,8 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 
-from service.form_stream import MemoryWriter
-from service.uploads import TicketUpload, UploadLimits, _decode_base64, receive_upload
+from service.http.form_stream import MemoryWriter
+from service.http.uploads import TicketUpload, UploadLimits, _decode_base64, receive_upload
 
 
 async def read_upload(request: Request) -> TicketUpload:
@@ -58,7 +58,7 @@ def test_non_ascii_base64_is_a_photo_error_not_a_crash(text: str) -> None:
 
 def test_a_ticket_repr_leaves_the_photo_bytes_out() -> None:
     """LitServe formats every request into a debug message; a photo's bytes must not be in it."""
-    from service.uploads import TicketUpload, UploadedPhoto
+    from service.http.uploads import TicketUpload, UploadedPhoto
 
     ticket = TicketUpload("rid", 0.0, (UploadedPhoto("big.jpg", b"\xff" * 3_000_000),))
     text = repr(ticket)

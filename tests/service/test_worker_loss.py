@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import HTTPException
 from litserve.utils import LitAPIStatus, ResponseBufferItem
 
-from service import worker_loss
-from service.worker_loss import WORKER_LOST_DETAIL, announce_lost_requests, install_in_flight
+from service.runtime import worker_loss
+from service.runtime.worker_loss import WORKER_LOST_DETAIL, announce_lost_requests, install_in_flight
 
 
 class _Transport:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from litserve.utils import WorkerSetupStatus
 
-from service.held_requests import HeldRequests, held_path
+from service.runtime.held_requests import HeldRequests, held_path
+from service.runtime.worker_restarts import RestartBudget, Slot, WorkerRestarts, exit_reason
 from service.settings import Settings
-from service.worker_restarts import RestartBudget, Slot, WorkerRestarts, exit_reason
 
 
 class FakeProcess:

@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from model.card import CARD_NAME, card_preprocessing, read_card, sha256_file
 from model.config import INPUT_NAME, LOGITS_NAME, Preprocessing
-from service.routing import Decision, calibrated_probabilities, decide
+from service.inference.routing import Decision, calibrated_probabilities, decide
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The theoretical receptive field (``model.receptive_field``) is every pixel a cell *can* depend on. The effective
 one is the gradient of the cell's activation with respect to the input, computed by the NumPy backward engine
-(``model.numpy_net``) on the weights read from the ONNX file itself (``service.onnx_weights``), so it describes
+(``model.numpy_net``) on the weights read from the ONNX file itself (``service.explain.onnx_weights``), so it describes
 the model ONNX Runtime serves. Its mass is always inside the theoretical box (a gradient cannot leave it) and is
 usually concentrated around the box's centre; the summary quantifies both.
 """
@@ -16,7 +16,7 @@ import numpy as np
 from model.config import NetworkConfig
 from model.numpy_net import BN_EPS, CellTarget, NumpyTriageNet, StageParams, Trace
 from model.receptive_field import UnclippedBox
-from service.onnx_weights import ConvWeights
+from service.explain.onnx_weights import ConvWeights
 
 
 def numpy_net(

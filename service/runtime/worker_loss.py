@@ -1,8 +1,8 @@
 """How an HTTP process learns that the inference worker holding some of its requests died.
 
-Each inference worker records the requests it has taken (``service.held_requests``). When one dies, the supervisor
-reads its record and sends each HTTP process that had requests there a notice on the response queue that process
-already reads (``announce_lost_requests``). LitServe's reader of that queue looks every uid up in the process's
+Each inference worker records the requests it has taken (``service.runtime.held_requests``). When one dies, the
+supervisor reads its record and sends each HTTP process that had requests there a notice on the response queue that
+process already reads (``announce_lost_requests``). LitServe's reader of that queue looks every uid up in the process's
 response buffer with ``get``; the buffer is an ``_InFlight`` (``install_in_flight``, before the HTTP processes
 fork), which answers the notice's requests 503 and returns None, so the reader skips the notice.
 

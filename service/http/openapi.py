@@ -18,10 +18,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.api_schemas import Schema, body_schemas, ref
-from service.explain_api import EXPLAIN_PATH
-from service.explain_options import DEFAULT_CHANNELS, FORMATS, MAX_CHANNELS
-from service.route_api import ROUTE_PATH
+from service.explain.options import DEFAULT_CHANNELS, FORMATS, MAX_CHANNELS
+from service.http.api_schemas import Schema, body_schemas, ref
+from service.inference.explain_api import EXPLAIN_PATH
+from service.inference.route_api import ROUTE_PATH
 
 MODEL_PATH = "/v1/model"
 HEALTH_PATH = "/health"

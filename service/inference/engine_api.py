@@ -16,12 +16,12 @@ from typing import Any
 import litserve as ls
 from fastapi import FastAPI
 
-from service.batching import PatientBatchedLoop
-from service.devices import pin_worker_gpu
-from service.engine import TriageEngine
-from service.logs import configure_logging
+from service.http.logs import configure_logging
+from service.inference.devices import pin_worker_gpu
+from service.inference.engine import TriageEngine
 from service.metrics import metrics
-from service.parent_death import die_with_parent
+from service.runtime.batching import PatientBatchedLoop
+from service.runtime.parent_death import die_with_parent
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -3,14 +3,14 @@
 Out of the box LitServe's main process dies on SIGTERM and leaves its HTTP and inference processes behind. Here
 the main process owns the lifecycle:
 
-* start: the queue manager (its queues replaced by packet pipes by default, ``service.packet_pipes``) and the
+* start: the queue manager (its queues replaced by packet pipes by default, ``service.runtime.packet_pipes``) and the
   inference workers, then bind the socket (so only the HTTP processes ever hold it, and connections are refused,
   not left unanswered, once they close it) and start the HTTP server processes right away, so ``/health`` answers
   503 while the workers load the model and 200 once all are ready;
 * run: until SIGTERM/SIGINT (exit status 0), or until a failure (exit status 1): a worker fails to load the model,
   an HTTP server process or the queue manager dies, or inference workers die more than ``worker_restarts`` times
   within ``worker_restart_window`` seconds;
-* a dead inference worker is restarted in place (``service.worker_restarts``): the requests it had taken are
+* a dead inference worker is restarted in place (``service.runtime.worker_restarts``): the requests it had taken are
   answered 503 at once, requests still queued wait for the new worker, and ``/health`` answers 503 until it has
   loaded and warmed up the model;
 * stop (at most ``drain_timeout`` + about 2 s in all, under 10 s): SIGTERM the HTTP servers, which stop
@@ -26,7 +26,7 @@ Why not LitServe's monitor as it is: it is started by ``LitServer.run`` (which t
 the dead worker's requests in the main process's response buffer, which is empty when the HTTP servers are
 processes of their own (each has its copy); it also matches them by worker id alone, which every endpoint's first
 worker shares. So the supervisor restarts the worker itself and tells each HTTP process which of its requests the
-dead worker held, through the response queue the HTTP process already reads (``service.worker_loss``).
+dead worker held, through the response queue the HTTP process already reads (``service.runtime.worker_loss``).
 """
 
 from __future__ import annotations
@@ -48,16 +48,16 @@ import uvicorn
 from litserve.loops.base import _SENTINEL_VALUE as STOP_WORKER
 from litserve.utils import WorkerSetupStatus
 
-from service.engine_api import EngineAPI
-from service.held_requests import make_held_dir, sweep_orphan_held_dirs
-from service.http_protocol import bounded_head_protocol
+from service.http.protocol import bounded_head_protocol
+from service.inference.engine_api import EngineAPI
 from service.metrics import live_models, metrics
-from service.packet_pipes import RequestQueueFull, use_packet_pipes
-from service.parent_death import forked_children_die_with_this_process
-from service.photo_handoff import sweep, sweep_orphans
+from service.runtime.held_requests import make_held_dir, sweep_orphan_held_dirs
+from service.runtime.packet_pipes import RequestQueueFull, use_packet_pipes
+from service.runtime.parent_death import forked_children_die_with_this_process
+from service.runtime.photo_handoff import sweep, sweep_orphans
+from service.runtime.worker_loss import install_in_flight
+from service.runtime.worker_restarts import Slot, WorkerRestarts
 from service.settings import Settings
-from service.worker_loss import install_in_flight
-from service.worker_restarts import Slot, WorkerRestarts
 
 log = logging.getLogger(__name__)
 

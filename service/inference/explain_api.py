@@ -22,17 +22,17 @@ from fastapi.responses import JSONResponse, Response
 
 from model.config import LOGITS_NAME
 from model.preprocess import Prepared
-from service.engine_api import EngineAPI, milliseconds
-from service.explain import Explainer
-from service.explain_images import for_display
-from service.explain_options import ExplainOptions, OptionError, parse_options
-from service.intake import IntakeError, read_photo
+from service.explain.explainer import Explainer
+from service.explain.onnx_weights import read_onnx
+from service.explain.options import ExplainOptions, OptionError, parse_options
+from service.explain.pictures import for_display
+from service.http.uploads import TicketUpload, receive_upload, reject
+from service.inference.engine_api import EngineAPI, milliseconds
+from service.inference.intake import IntakeError, read_photo
+from service.inference.routing import Decision
 from service.metrics import metrics
-from service.onnx_weights import read_onnx
-from service.photo_handoff import handoff_of
-from service.routing import Decision
+from service.runtime.photo_handoff import handoff_of
 from service.settings import Settings
-from service.uploads import TicketUpload, receive_upload, reject
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class ExplainUpload:
 
 async def read_explain(request: Request) -> AsyncIterator[ExplainUpload]:
     """FastAPI dependency: the options (400 if malformed) and exactly one photo (400 otherwise), handed over to the
-    worker until the request is answered (``service.photo_handoff``)."""
+    worker until the request is answered (``service.runtime.photo_handoff``)."""
     try:
         options = parse_options(request.query_params, getattr(request.app.state, "explain_layers", None))
     except OptionError as exc:

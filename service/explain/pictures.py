@@ -3,7 +3,7 @@
 Plain NumPy and Pillow. Feature maps are upscaled with nearest neighbour so each cell stays a visible square; the
 class-activation map, which lives on a grid of cell centres, is resampled into uploaded-photo coordinates through
 the letterbox geometry, so it lines up with the receptive-field boxes, which are in the same coordinates (effective
-receptive fields are drawn in network-input pixels over their box, ``service.erf``).
+receptive fields are drawn in network-input pixels over their box, ``service.explain.erf``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ a file in ``/dev/shm`` and queueing only the file's name, which the worker reads
 but far less waiting: ``docs/BENCHMARKS.md`` has the figures (``bench/service_load.py`` with ``handoff=0|1``).
 
 A multipart photo is written to its file chunk by chunk while the request body arrives (``new_writer``, used by
-``service.form_stream``), so it is copied once and mostly before its last byte is in; a JSON photo is written once
+``service.http.form_stream``), so it is copied once and mostly before its last byte is in; a JSON photo is written once
 decoded (``share``). The HTTP process owns each file: it writes the file before the request is queued and removes
 it once the request is answered, whatever the outcome (answered, rejected, timed out, its worker killed), so a
 worker never has to clean up and a worker that dies leaks nothing. Files are named after the HTTP process's pid;
@@ -29,9 +29,9 @@ from pathlib import Path
 import litserve as ls
 from fastapi import Request
 
-from service.form_stream import MemoryWriter, PartWriter
-from service.parent_death import owner_pid, process_alive
-from service.uploads import TicketUpload, UploadedPhoto, receive_upload
+from service.http.form_stream import MemoryWriter, PartWriter
+from service.http.uploads import TicketUpload, UploadedPhoto, receive_upload
+from service.runtime.parent_death import owner_pid, process_alive
 
 log = logging.getLogger(__name__)
 

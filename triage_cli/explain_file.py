@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from model.config import LOGITS_NAME
-from service.engine import load_engine
-from service.explain import Explainer
-from service.explain_options import DEFAULT_CHANNELS, ExplainOptions
-from service.intake import IntakeError, IntakeLimits, read_photo
+from service.explain.explainer import Explainer
+from service.explain.options import DEFAULT_CHANNELS, ExplainOptions
+from service.inference.engine import load_engine
+from service.inference.intake import IntakeError, IntakeLimits, read_photo
 
 JSON_NAME = "explanation.json"
 

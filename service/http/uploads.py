@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
 
-from service.form_stream import FormError, FormLimits, PartWriter, TooManyParts, read_file_parts
-from service.intake import IntakeError
+from service.http.form_stream import FormError, FormLimits, PartWriter, TooManyParts, read_file_parts
+from service.inference.intake import IntakeError
 
 _DATA_URI = re.compile(r"^data:[\w.+/-]*(?:;[\w.+-]+=[^;,]*)*;base64,", re.IGNORECASE)  # RFC 2397 parameters
 
@@ -37,8 +37,8 @@ class UploadedPhoto:
 
     The bytes stay out of ``repr``: LitServe formats every request it handles into a debug message whether or
     not debug logging is on, and the repr of a 3 MB photo costs more CPU than decoding it. ``shared`` is the file
-    the bytes were handed over in instead (``service.photo_handoff``): its first ``shared_size`` bytes (the file is
-    reused, and may be longer). ``read`` gives the bytes either way.
+    the bytes were handed over in instead (``service.runtime.photo_handoff``): its first ``shared_size`` bytes (the
+    file is reused, and may be longer). ``read`` gives the bytes either way.
     """
 
     name: str | None
@@ -103,7 +103,8 @@ def _too_large(size: int, limits: UploadLimits) -> IntakeError:
 async def _read_multipart(
     request: Request, limits: UploadLimits, new_writer: Callable[[], PartWriter]
 ) -> list[UploadedPhoto]:
-    """The ``file`` parts, each streamed into a writer from ``new_writer`` as it arrives (``service.form_stream``)."""
+    """The ``file`` parts, each streamed into a writer from ``new_writer`` as it arrives
+    (``service.http.form_stream``)."""
     form_limits = FormLimits(max_files=limits.max_images, max_parts=limits.max_images + 100, max_bytes=limits.max_bytes)
     async with aclosing(request.stream()) as stream:
         try:

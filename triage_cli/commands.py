@@ -81,9 +81,9 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from service.engine import ModelLoadError
-    from service.predict_files import predict_files
+    from service.inference.engine import ModelLoadError
     from service.settings import shipped_model_path
+    from triage_cli.predict_files import predict_files
 
     model = args.model or shipped_model_path()
     try:
@@ -100,9 +100,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from service.engine import ModelLoadError
-    from service.explain_cli import explain_file
+    from service.inference.engine import ModelLoadError
     from service.settings import shipped_model_path
+    from triage_cli.explain_file import explain_file
 
     if args.out.exists() and not args.out.is_dir():
         print(f"triage explain: --out {args.out} is a file, not a folder", file=sys.stderr)

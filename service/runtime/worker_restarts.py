@@ -3,7 +3,7 @@
 A worker that dies (killed, out of memory, a crash in native code) is restarted the way LitServe's own
 ``restart_workers`` monitor does it (``launch_single_inference_worker``: same endpoint, same worker id, same
 request queue; the HTTP processes and the port stay up). First the requests it had taken are answered 503
-(``service.held_requests``, ``service.worker_loss``); requests still queued wait for the new worker.
+(``service.runtime.held_requests``, ``service.runtime.worker_loss``); requests still queued wait for the new worker.
 ``triage_worker_restarts_total`` counts the restarts. More than ``worker_restarts`` deaths within
 ``worker_restart_window`` seconds, or a restart that cannot be made, stop the service.
 """
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import litserve as ls
 from litserve.utils import WorkerSetupStatus
 
-from service.held_requests import take_held
 from service.metrics import forget_process, metrics
+from service.runtime.held_requests import take_held
+from service.runtime.worker_loss import announce_lost_requests
 from service.settings import Settings
-from service.worker_loss import announce_lost_requests
 
 log = logging.getLogger(__name__)
 

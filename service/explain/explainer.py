@@ -27,11 +27,11 @@ from PIL import Image
 from model.config import LOGITS_NAME
 from model.preprocess import Letterbox, Prepared
 from model.receptive_field import Field, UnclippedBox, stage_fields
-from service import explain_images as img
-from service.erf import ErfEngine, box_crop, numpy_net, summarize
-from service.explain_options import ExplainOptions
-from service.onnx_weights import OnnxGraph, head_weights, read_onnx, stage_convs
-from service.routing import Decision
+from service.explain import pictures as img
+from service.explain.erf import ErfEngine, box_crop, numpy_net, summarize
+from service.explain.onnx_weights import OnnxGraph, head_weights, read_onnx, stage_convs
+from service.explain.options import ExplainOptions
+from service.inference.routing import Decision
 
 LOGITS = LOGITS_NAME
 

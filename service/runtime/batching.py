@@ -4,7 +4,7 @@ LitServe's ``BatchedLoop`` gathers a batch by calling ``request_queue.get(timeou
 or not. With LitServe's own queue, which lives in the multiprocessing manager, every call is a round trip to that
 process: an idle service kept about 0.1 core busy per worker plus the manager's share (0.44 of 2 cores with three
 workers), CPU taken from decoding photos under load (the service's default queue is a packet pipe,
-``service.packet_pipes``, where a wait is a ``poll()``; the manager's queue is still there to fall back on).
+``service.runtime.packet_pipes``, where a wait is a ``poll()``; the manager's queue is still there to fall back on).
 ``PatientBatchedLoop`` keeps LitServe's loop and hooks and changes only the collection: block until a first request
 arrives (up to ``IDLE_WAIT_S``, then hand back an empty batch so the loop goes round), then take more until
 ``batch_timeout`` has passed since that first one, and whatever is already queued after that, up to
@@ -12,7 +12,7 @@ arrives (up to ``IDLE_WAIT_S``, then hand back an empty batch so the loop goes r
 
 Where LitServe would announce each request taken to its HTTP process (its ``START`` message, one more round trip
 through the queue manager per request), the batch is written to the worker's file of held requests
-(``service.held_requests``) when the supervisor has given the API a directory for them (``held_dir``): that is
+(``service.runtime.held_requests``) when the supervisor has given the API a directory for them (``held_dir``): that is
 how the requests of a worker that dies are answered at once.
 """
 
@@ -27,7 +27,7 @@ from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.loops.simple_loops import BatchedLoop
 from litserve.transport.base import MessageTransport
 
-from service.held_requests import HeldRequests
+from service.runtime.held_requests import HeldRequests
 
 IDLE_WAIT_S = 0.5
 

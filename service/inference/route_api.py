@@ -22,13 +22,13 @@ from fastapi import Depends
 from fastapi.responses import JSONResponse, Response
 
 from model.config import LOGITS_NAME
-from service.engine_api import EngineAPI, milliseconds
-from service.intake import IntakeError, read_photo
+from service.http.uploads import TicketUpload
+from service.inference.engine_api import EngineAPI, milliseconds
+from service.inference.intake import IntakeError, read_photo
+from service.inference.routing import Decision, ticket_decision
 from service.metrics import metrics
-from service.photo_handoff import shared_upload
-from service.routing import Decision, ticket_decision
+from service.runtime.photo_handoff import shared_upload
 from service.settings import Settings
-from service.uploads import TicketUpload
 
 log = logging.getLogger(__name__)
 

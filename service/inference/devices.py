@@ -1,7 +1,7 @@
 """Which accelerator the worker pool runs on, decided without torch (LitServe's ``auto`` only detects GPUs via torch).
 
-The providers come from ``service.engine.plan_providers``; each worker's engine later confirms which provider really
-took its session (``provider_in_use``), and that is what ``/v1/model``, the metrics and the startup log report.
+The providers come from ``service.inference.engine.plan_providers``; each worker's engine later confirms which provider
+really took its session (``provider_in_use``), and that is what ``/v1/model``, the metrics and the startup log report.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.engine import CUDA, plan_providers, visible_gpus
+from service.inference.engine import CUDA, plan_providers, visible_gpus
 
 __all__ = ["DevicePlan", "pin_worker_gpu", "plan_devices", "visible_gpus"]
 

@@ -24,9 +24,9 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.auth import key_matches, presented_key
-from service.http_protocol import PROTOCOL_ERROR
-from service.logs import request_id_var
+from service.http.auth import key_matches, presented_key
+from service.http.logs import request_id_var
+from service.http.protocol import PROTOCOL_ERROR
 from service.metrics import metrics
 
 log = logging.getLogger("service.access")

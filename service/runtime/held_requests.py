@@ -5,7 +5,7 @@ HTTP process: two more round trips to the manager and a thread hop in the HTTP p
 1 ms of CPU per phone photo in all (``docs/BENCHMARKS.md``). Instead each worker writes the requests of the batch
 it has just taken into a small file of its own, one ``pwrite`` per batch, in a directory the supervisor made
 (``/dev/shm`` where there is one, so nothing reaches a disk). When a worker dies, the supervisor reads its file
-and tells each HTTP process which of its requests are lost (``service.worker_loss``).
+and tells each HTTP process which of its requests are lost (``service.runtime.worker_loss``).
 
 The file holds ``"<response queue id> <request uid>\\n"`` per request (the response queue id is LitServe's index
 of the HTTP process that waits for the answer, not a process id) and a line ``"."`` after the last one: each
@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from service.parent_death import sweep_dirs_of_dead_owners
+from service.runtime.parent_death import sweep_dirs_of_dead_owners
 
 _END = b".\n"
 HELD_PREFIX = "triage-held-"

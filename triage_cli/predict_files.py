@@ -12,8 +12,8 @@ import numpy as np
 
 from model.config import LOGITS_NAME
 from model.preprocess import PHOTO_SUFFIXES
-from service.engine import load_engine
-from service.intake import IntakeError, IntakeLimits, read_photo
+from service.inference.engine import load_engine
+from service.inference.intake import IntakeError, IntakeLimits, read_photo
 
 
 def _route_local(files: Sequence[Path], model: Path) -> list[dict[str, Any]]:
@@ -71,7 +71,7 @@ def predict_files(
     1 if any failed."""
     files = expand_folders(files)
     if url:
-        from service.client import route_remote
+        from triage_cli.client import route_remote
 
         results = route_remote(files, url, api_key=api_key)
     else:
