@@ -26,7 +26,7 @@ from service.explain.options import ExplainOptions
 from service.inference.engine import TriageEngine
 from service.inference.intake import IntakeLimits, read_photo
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = Path(os.environ.get("TRIAGE_CAM_TEST_MODEL", ROOT / "artifacts" / "triage.onnx"))  # another model: set it
 PHOTOS = 60
 REQUIRED_CELL = 0.7  # the shipped model: 83.3%, as the six-stage one before it; without crack locations: 61.7%

@@ -135,7 +135,7 @@ def test_explanations_need_neither_torch_nor_onnx(random_model_dir: Path, kit: A
     photo.write_bytes(kit.encode(kit.scene(), "JPEG"))
     done = subprocess.run(
         [sys.executable, "-c", NO_TORCH, str(photo), str(tmp_path / "out"), str(random_model_dir / "triage.onnx")],
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
         capture_output=True,
         timeout=120,
     )

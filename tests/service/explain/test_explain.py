@@ -94,7 +94,7 @@ def test_peaks_are_among_the_cells_that_see_the_photo(kit: Any) -> None:
     """On a thin strip most cells lie in the letterbox padding: they answer the pad colour, the same for every
     photo, and their boxes are empty. Channel peaks, the layer's argmax and the CAM peak come from the others.
     (The shipped model: with it, 13 of the strip's top-8 channels per stage peaked in the padding.)"""
-    shipped = Path(__file__).resolve().parents[2] / "artifacts" / "triage.onnx"
+    shipped = Path(__file__).resolve().parents[3] / "artifacts" / "triage.onnx"
     model = TriageEngine(shipped, device="cpu"), Explainer.from_onnx(shipped)
     pixels = np.random.default_rng(0).integers(0, 256, (40, 1500, 3), dtype=np.uint8)
     result = explain(model, kit.encode(Image.fromarray(pixels), "PNG"), channels=8, format="json")
@@ -350,7 +350,7 @@ def test_the_cli_finds_the_shipped_model_from_any_folder(tmp_path: Path) -> None
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     photo = root / "samples" / "screen_damage" / "test_00000000.jpg"
     for command in (["predict", str(photo), "--json"], ["explain", str(photo), "--out", str(tmp_path / "x")]):
         done = subprocess.run(

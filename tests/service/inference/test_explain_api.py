@@ -225,7 +225,7 @@ def test_page_replaces_litserve_defaults(client: TestClient) -> None:
     for text in (html, client.get("/static/app.js").text, client.get("/static/style.css").text):
         external = re.findall(r"(?:src|href|url\()\s*=?\s*[\"']?(?:https?:)?//", text)
         assert not external, "the page must not load anything from elsewhere"
-    assert client.get("/static/../server.py").status_code == 404
+    assert client.get("/static/../page.py").status_code == 404
     assert client.get("/static/index.html").status_code == 404
 
 
