@@ -1,7 +1,7 @@
 """The JSON schemas of what the service's endpoints answer (``components/schemas`` of its OpenAPI description).
 
 ``service.http.openapi`` puts them together with the operations; ``body_schemas`` is the one place the answer
-fields are named for clients and API fuzzers, and ``tests/service/test_api_fuzz.py`` checks real answers against
+fields are named for clients and API fuzzers, and ``tests/service/http/test_api_fuzz.py`` checks real answers against
 them.
 """
 

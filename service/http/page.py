@@ -1,4 +1,4 @@
-"""The explanation page at ``GET /``: static HTML, CSS and JavaScript shipped in ``service/static``.
+"""The explanation page at ``GET /``: static HTML, CSS and JavaScript shipped in ``service/http/static``.
 
 No external resources (the service runs offline); the page calls ``POST /v1/explain`` from the browser with the
 API key typed into it. LitServe's own ``GET /`` ("litserve running") and ``GET /info`` are removed first: the

@@ -68,7 +68,7 @@ def start(model: Path, log: Path, **extra: str) -> Served:
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "triage_cli.commands", "serve"],
+            [sys.executable, "-m", "triage_cli", "serve"],
             cwd=ROOT,
             env=server_env(model, port, **extra),
             stdout=out,
@@ -202,7 +202,7 @@ def test_predict_cli_through_the_service(server: Served, photos: dict[str, bytes
     good.write_bytes(photos["webp"])
     bad.write_bytes(b"\xff\xd8\xff not really")
     done = subprocess.run(
-        [sys.executable, "-m", "triage_cli.commands", "predict", str(good), str(bad), "--json", "--url", server.url],
+        [sys.executable, "-m", "triage_cli", "predict", str(good), str(bad), "--json", "--url", server.url],
         cwd=ROOT,
         env={**server_env(Path("unused"), 0), "TRIAGE_API_KEY": KEY},
         capture_output=True,
@@ -269,7 +269,7 @@ def test_tampered_model_refuses_to_start(random_model_dir: Path, tmp_path: Path)
     data[-100] ^= 0xFF
     onnx.write_bytes(bytes(data))
     done = subprocess.run(
-        [sys.executable, "-m", "triage_cli.commands", "serve"],
+        [sys.executable, "-m", "triage_cli", "serve"],
         cwd=ROOT,
         env=server_env(onnx, free_port()),
         capture_output=True,
@@ -282,7 +282,7 @@ def test_tampered_model_refuses_to_start(random_model_dir: Path, tmp_path: Path)
 def test_cuda_without_a_gpu_refuses_to_start(random_model_dir: Path) -> None:
     env = server_env(random_model_dir / "triage.onnx", free_port(), TRIAGE_DEVICE="cuda", CUDA_VISIBLE_DEVICES="")
     done = subprocess.run(
-        [sys.executable, "-m", "triage_cli.commands", "serve"], cwd=ROOT, env=env, capture_output=True, timeout=60
+        [sys.executable, "-m", "triage_cli", "serve"], cwd=ROOT, env=env, capture_output=True, timeout=60
     )
     assert done.returncode != 0
     assert "device=cuda" in done.stderr.decode()

@@ -354,7 +354,7 @@ def test_the_cli_finds_the_shipped_model_from_any_folder(tmp_path: Path) -> None
     photo = root / "samples" / "screen_damage" / "test_00000000.jpg"
     for command in (["predict", str(photo), "--json"], ["explain", str(photo), "--out", str(tmp_path / "x")]):
         done = subprocess.run(
-            [sys.executable, "-m", "triage_cli.commands", *command],
+            [sys.executable, "-m", "triage_cli", *command],
             cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(root)},
             capture_output=True,

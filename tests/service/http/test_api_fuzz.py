@@ -1,5 +1,5 @@
 """Schemathesis against a real ``triage serve``: requests generated from the service's own OpenAPI description
-(``service/openapi.py``), answered without a 5xx and exactly as that description says.
+(``service/http/openapi.py``), answered without a 5xx and exactly as that description says.
 
 Every operation is fuzzed with schema-conforming requests ("positive") and, where it takes input, with requests
 that break the schema ("negative"). A positive request's photos are whatever bytes the generator made, which no

@@ -55,7 +55,7 @@ def service(random_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     )
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "triage_cli.commands", "serve"],
+            [sys.executable, "-m", "triage_cli", "serve"],
             cwd=ROOT,
             env=env,
             stdout=out,
