@@ -20,9 +20,8 @@ import asyncio
 import json
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
-
 from service.metrics import metrics
+from service.runtime.internals import STATUS_LINE, HttpToolsProtocol
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers; browsers and HTTP clients send a few KiB at most
 PROTOCOL_ERROR = "protocol_error"  # key in a request's ASGI state: the status the connection was closed with

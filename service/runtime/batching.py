@@ -23,11 +23,9 @@ from queue import Empty, Queue
 from typing import Any
 
 import litserve as ls
-from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
-from litserve.loops.simple_loops import BatchedLoop
-from litserve.transport.base import MessageTransport
 
 from service.runtime.held_requests import HeldRequests
+from service.runtime.internals import STOP_WORKER, BatchedLoop, MessageTransport, StopLoop
 
 IDLE_WAIT_S = 0.5
 
@@ -77,10 +75,10 @@ class PatientBatchedLoop(BatchedLoop):
         payloads: list[Taken],
         timed_out: list[tuple[str, str]],
     ) -> None:
-        if item == _SENTINEL_VALUE:
+        if item == STOP_WORKER:
             if self._held is not None:
                 self._held.close()  # a worker asked to stop leaves no record behind
-            raise _StopLoopError()
+            raise StopLoop()
         response_queue_id, uid, queued_at, payload = item
         limit = lit_api.request_timeout
         if limit not in (-1, False) and time.monotonic() - queued_at > limit:

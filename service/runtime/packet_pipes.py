@@ -47,7 +47,8 @@ from typing import Any
 
 import litserve as ls
 from fastapi import HTTPException
-from litserve.transport.base import MessageTransport
+
+from service.runtime.internals import MessageTransport, replace_response_transport
 
 log = logging.getLogger(__name__)
 
@@ -279,5 +280,5 @@ def use_packet_pipes(server: ls.LitServer, spill_dir: Path, consumers: int) -> b
         log.warning("requests and answers stay on LitServe's queue manager: %s", exc)
         return False
     server.litapi_request_queues.update(queues)
-    server._transport = transport
+    replace_response_transport(server, transport)
     return True

@@ -45,13 +45,20 @@ from types import FrameType
 
 import litserve as ls
 import uvicorn
-from litserve.loops.base import _SENTINEL_VALUE as STOP_WORKER
-from litserve.utils import WorkerSetupStatus
 
 from service.http.protocol import bounded_head_protocol
 from service.inference.engine_api import EngineAPI
 from service.metrics import live_models, metrics
 from service.runtime.held_requests import make_held_dir, sweep_orphan_held_dirs
+from service.runtime.internals import (
+    STOP_WORKER,
+    WorkerSetupStatus,
+    init_manager,
+    manager_process,
+    response_transport,
+    start_http_processes,
+    worker_count,
+)
 from service.runtime.packet_pipes import RequestQueueFull, use_packet_pipes
 from service.runtime.parent_death import forked_children_die_with_this_process
 from service.runtime.photo_handoff import sweep, sweep_orphans
@@ -129,7 +136,7 @@ def _stop(
     try:
         for api in server.litapi_connector:
             queue = server.litapi_request_queues[api.api_path]
-            for _ in server._inference_workers_config_for_api(api.api_path):
+            for _ in range(worker_count(server, api.api_path)):
                 queue.put(STOP_WORKER)
     except (EOFError, OSError, RequestQueueFull) as exc:
         log.error("cannot ask the inference workers to stop (%s); killing them", exc)
@@ -189,11 +196,11 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
     http: list[mp.Process] = []
     manager = None
     try:
-        n_workers = sum(len(server._inference_workers_config_for_api(a.api_path)) for a in server.litapi_connector)
-        manager = server._init_manager(n_workers)
+        n_workers = sum(worker_count(server, a.api_path) for a in server.litapi_connector)
+        manager = init_manager(server, n_workers)
         if settings.packet_pipes and private_dir is not None:
             use_packet_pipes(server, private_dir, consumers=n_workers)
-        log.info("requests and answers through %s", type(server._transport).__name__)
+        log.info("requests and answers through %s", type(response_transport(server)).__name__)
         for api in server.litapi_connector:
             launched = server.launch_inference_worker(api)
             workers.extend(launched)
@@ -203,12 +210,12 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         config = uvicorn.Config(server.app, host=settings.host, port=settings.port, log_config=None)
         sockets.append(config.bind_socket())
         http = list(
-            server._start_server(
+            start_http_processes(
+                server,
                 settings.port,
                 n_workers,
                 settings.log_level,
                 sockets,
-                "process",
                 log_config=None,
                 access_log=False,
                 http=bounded_head_protocol(head_timeout=settings.request_timeout),
@@ -221,7 +228,7 @@ def serve(server: ls.LitServer, settings: Settings) -> int:
         for api in server.litapi_connector:
             metrics().worker_restarts.labels(endpoint=api.api_path)  # exported as 0 until a restart
         log.info("listening on %s:%d", settings.host, settings.port, extra={"http_processes": len(http)})
-        return _watch(server, manager._process, WorkerRestarts(server, workers, slots, settings), http, stop)
+        return _watch(server, manager_process(manager), WorkerRestarts(server, workers, slots, settings), http, stop)
     finally:
         if manager is not None:
             _stop(server, workers, http, settings.drain_timeout)

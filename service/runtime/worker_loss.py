@@ -18,7 +18,8 @@ from typing import Any
 
 import litserve as ls
 from fastapi import HTTPException
-from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem
+
+from service.runtime.internals import LitAPIStatus, LoopResponseType, ResponseBufferItem, response_transport
 
 log = logging.getLogger(__name__)
 
@@ -66,5 +67,5 @@ def announce_lost_requests(server: ls.LitServer, held: dict[int, list[str]]) -> 
     many requests were named."""
     for consumer_id, uids in held.items():
         notice = (f"{_WORKER_LOST}{','.join(uids)}", (None, LitAPIStatus.ERROR, LoopResponseType.REGULAR, None))
-        server._transport.send(notice, consumer_id)
+        response_transport(server).send(notice, consumer_id)
     return sum(len(uids) for uids in held.values())

@@ -18,10 +18,10 @@ from collections import deque
 from dataclasses import dataclass
 
 import litserve as ls
-from litserve.utils import WorkerSetupStatus
 
 from service.metrics import forget_process, metrics
 from service.runtime.held_requests import take_held
+from service.runtime.internals import WorkerSetupStatus, setup_status_key
 from service.runtime.worker_loss import announce_lost_requests
 from service.settings import Settings
 
@@ -37,7 +37,7 @@ class Slot:
 
     @property
     def status_key(self) -> str:
-        return f"{self.api.api_path.split('/')[-1]}_{self.worker_id}"  # LitServe's workers_setup_status key
+        return setup_status_key(self.api.api_path, self.worker_id)
 
 
 class RestartBudget:

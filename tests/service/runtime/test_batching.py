@@ -11,11 +11,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 
 from service.runtime import batching
 from service.runtime.batching import PatientBatchedLoop
 from service.runtime.held_requests import read_held
+from service.runtime.internals import STOP_WORKER, StopLoop
 
 
 class RecordingTransport:
@@ -126,8 +126,8 @@ def test_a_request_that_waited_past_the_request_timeout_is_set_apart(loop: Patie
 def test_the_stop_sentinel_ends_the_loop(loop: PatientBatchedLoop) -> None:
     queue: Queue = Queue()
     queue.put(request("r0"))
-    queue.put(_SENTINEL_VALUE)
-    with pytest.raises(_StopLoopError):
+    queue.put(STOP_WORKER)
+    with pytest.raises(StopLoop):
         loop.get_batch_requests(api(), queue, RecordingTransport())
 
 
@@ -136,7 +136,7 @@ def test_the_stop_sentinel_removes_the_workers_record(loop: PatientBatchedLoop, 
     queue.put(request("r0"))
     loop.get_batch_requests(api(held_dir=tmp_path), queue, RecordingTransport())
     assert read_held(tmp_path, os.getpid()) == {0: ["r0"]}
-    queue.put(_SENTINEL_VALUE)
-    with pytest.raises(_StopLoopError):
+    queue.put(STOP_WORKER)
+    with pytest.raises(StopLoop):
         loop.get_batch_requests(api(held_dir=tmp_path), queue, RecordingTransport())
     assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from service.runtime import packet_pipes
+from service.runtime.internals import init_manager, response_transport
 from service.runtime.packet_pipes import (
     PACKET_BYTES,
     SPILL_PREFIX,
@@ -167,12 +168,13 @@ def test_use_packet_pipes_replaces_litserve_queues(tmp_path: Path) -> None:
             return x
 
     server = ls.LitServer([Echo(api_path="/a"), Echo(api_path="/b")], accelerator="cpu")
-    manager = server._init_manager(3)
+    manager = init_manager(server, 3)
     try:
         assert use_packet_pipes(server, tmp_path, consumers=3)
         assert {type(q) for q in server.litapi_request_queues.values()} == {PacketQueue}
         assert set(server.litapi_request_queues) == {"/a", "/b"}
-        assert isinstance(server._transport, PacketTransport) and len(server._transport.pipes) == 3
+        transport = response_transport(server)
+        assert isinstance(transport, PacketTransport) and len(transport.pipes) == 3
     finally:
         manager.shutdown()
 

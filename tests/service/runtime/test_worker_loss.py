@@ -8,9 +8,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from fastapi import HTTPException
-from litserve.utils import LitAPIStatus, ResponseBufferItem
 
 from service.runtime import worker_loss
+from service.runtime.internals import LitAPIStatus, ResponseBufferItem
 from service.runtime.worker_loss import WORKER_LOST_DETAIL, announce_lost_requests, install_in_flight
 
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from litserve.utils import WorkerSetupStatus
 
 from service.runtime.held_requests import HeldRequests, held_path
+from service.runtime.internals import WorkerSetupStatus
 from service.runtime.worker_restarts import RestartBudget, Slot, WorkerRestarts, exit_reason
 from service.settings import Settings
 
