@@ -1,86 +1,30 @@
-"""The shipped ONNX file's own weights and graph, read without the ``onnx`` package (the serving image lacks it).
+"""The shipped ONNX file's own weights and graph, read with the ``onnx`` package (``onnx.load`` and
+``onnx.numpy_helper``).
 
-ONNX files are Protocol Buffers; this reads the few messages an explanation needs straight from the wire format:
-``ModelProto`` (graph, metadata), ``GraphProto`` (nodes, initializers, outputs), ``NodeProto`` (op, inputs,
-outputs, attributes) and ``TensorProto`` (float32/float64/int64 data, and the int8/uint8/int32 of quantised
-models, raw or typed, stored inside the file). The class-activation map uses the head found here (``head_weights``)
-and the effective receptive field runs the NumPy network on the convolutions found here (``stage_convs``), so neither
-can drift from what ONNX Runtime runs. In a quantised (QDQ) model both read the weights dequantised, and look
-through the quantise-dequantise pairs ONNX Runtime's quantiser puts on every activation; the NumPy network then
-runs those weights in float, without the activations' rounding.
+An explanation needs little of the file: the initializers as NumPy arrays, the nodes (op, inputs, outputs,
+attributes), the graph's output names and the metadata. The class-activation map uses the head found here
+(``head_weights``) and the effective receptive field runs the NumPy network on the convolutions found here
+(``stage_convs``), so neither can drift from what ONNX Runtime runs. In a quantised (QDQ) model both read the weights
+dequantised, and look through the quantise-dequantise pairs ONNX Runtime's quantiser puts on every activation; the
+NumPy network then runs those weights in float, without the activations' rounding.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from model.config import LOGITS_NAME, NetworkConfig
 
-_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 11: np.float64}
-_INT32_DATA = (2, 3, 6)  # types whose typed values travel in int32_data (field 5)
 _POINTWISE = ("Relu", "MaxPool")
 
 
 class OnnxFormatError(ValueError):
     """The file is not an ONNX model this reader understands."""
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise OnnxFormatError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """``(field number, wire type, value)`` for every field of one message; LEN values are bytes."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-            yield number, wire, value
-        elif wire == 1:
-            yield number, wire, buf[pos : pos + 8]
-            pos += 8
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            if pos + length > len(buf):
-                raise OnnxFormatError("truncated length-delimited field")
-            yield number, wire, buf[pos : pos + length]
-            pos += length
-        elif wire == 5:
-            yield number, wire, buf[pos : pos + 4]
-            pos += 4
-        else:
-            raise OnnxFormatError(f"unsupported protobuf wire type {wire}")
-
-
-def _ints(wire: int, value: int | bytes) -> list[int]:
-    """A repeated int64 field's values from one occurrence, packed (LEN) or not."""
-    if wire == 0:
-        return [_signed(int(value))]
-    out, pos, data = [], 0, bytes(value)
-    while pos < len(data):
-        v, pos = _varint(data, pos)
-        out.append(_signed(v))
-    return out
 
 
 @dataclass(frozen=True)
@@ -159,93 +103,49 @@ class OnnxGraph:
         return NetworkConfig.from_dict(json.loads(self.metadata["network"]))
 
 
-def _tensor(buf: bytes) -> tuple[str, np.ndarray]:
-    dims: list[int] = []
-    name, dtype, raw, typed, external = "", 0, None, [], False
-    for number, wire, value in _fields(buf):
-        if number == 1:
-            dims += _ints(wire, value)
-        elif number == 2:
-            dtype = int(value)
-        elif number in (4, 5, 7, 10) and wire == 2:  # packed float_data / int32_data / int64_data / double_data
-            typed.append(bytes(value))
-        elif number in (4, 5, 7, 10):
-            typed.append(value)
-        elif number == 8:
-            name = bytes(value).decode()
-        elif number == 9:
-            raw = bytes(value)
-        elif number == 14:
-            external = int(value) == 1
-    if external:
-        raise OnnxFormatError(f"initializer {name!r} is stored outside the file; the model must be self-contained")
-    if dtype not in _DTYPES:
-        raise OnnxFormatError(f"initializer {name!r} has unsupported data type {dtype}")
-    np_dtype = np.dtype(_DTYPES[dtype]).newbyteorder("<")
-    if raw is not None:
-        array = np.frombuffer(raw, dtype=np_dtype)
-    elif dtype == 7 or dtype in _INT32_DATA:
-        array = np.array([v for t in typed for v in (_ints(2, t) if isinstance(t, bytes) else [_signed(t)])])
-    else:
-        array = np.frombuffer(b"".join(t if isinstance(t, bytes) else bytes(t) for t in typed), dtype=np_dtype)
-    return name, array.astype(_DTYPES[dtype]).reshape(dims)
+def _attribute(attribute: Any) -> int | float | list[int] | bytes | np.ndarray:
+    """An ``onnx.AttributeProto``'s value: a tensor as a NumPy array, repeated values as a list."""
+    from onnx import TensorProto, helper, numpy_helper
 
-
-def _node(buf: bytes) -> Node:
-    inputs: list[str] = []
-    outputs: list[str] = []
-    op_type = ""
-    attributes: dict[str, int | float | list[int] | bytes | np.ndarray] = {}
-    for number, _, value in _fields(buf):
-        if number == 1:
-            inputs.append(bytes(value).decode())
-        elif number == 2:
-            outputs.append(bytes(value).decode())
-        elif number == 4:
-            op_type = bytes(value).decode()
-        elif number == 5:
-            attr_name, attr_value, ints = "", None, []
-            for a_number, a_wire, a_value in _fields(bytes(value)):
-                if a_number == 1:
-                    attr_name = bytes(a_value).decode()
-                elif a_number == 2:
-                    attr_value = float(np.frombuffer(bytes(a_value), "<f4")[0])
-                elif a_number == 3:
-                    attr_value = _signed(int(a_value))
-                elif a_number == 4:
-                    attr_value = bytes(a_value)
-                elif a_number == 5:
-                    attr_value = _tensor(bytes(a_value))[1]
-                elif a_number == 8:
-                    ints += _ints(a_wire, a_value)
-            attributes[attr_name] = ints if attr_value is None else attr_value
-    return Node(op_type, tuple(inputs), tuple(outputs), attributes)
+    value = helper.get_attribute_value(attribute)
+    if isinstance(value, TensorProto):
+        return numpy_helper.to_array(value)
+    return list(value) if isinstance(value, list | tuple) else value
 
 
 def read_onnx(path: Path) -> OnnxGraph:
-    """Parse ``path``; raises ``OnnxFormatError`` for files this reader cannot use."""
-    graph_bytes = b""
-    metadata: dict[str, str] = {}
-    for number, _, value in _fields(Path(path).read_bytes()):
-        if number == 7:
-            graph_bytes = bytes(value)
-        elif number == 14:
-            entry = {n: bytes(v).decode() for n, _, v in _fields(bytes(value))}
-            metadata[entry.get(1, "")] = entry.get(2, "")
-    if not graph_bytes:
+    """Load ``path``; raises ``OnnxFormatError`` for files this reader cannot use."""
+    # Imported here, not with the module: ``onnx`` brings ``ml_dtypes``, whose import takes 1-2 s on a loaded
+    # 2-core machine, and only the processes that explain (or list the explainable layers) need it.
+    import onnx
+    from google.protobuf.message import DecodeError
+    from onnx import numpy_helper
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except DecodeError as exc:
+        raise OnnxFormatError(f"{path} is not an ONNX model: {exc}") from exc
+    if not model.HasField("graph"):
         raise OnnxFormatError(f"{path} holds no graph")
     initializers: dict[str, np.ndarray] = {}
-    nodes: list[Node] = []
-    outputs: list[str] = []
-    for number, _, value in _fields(graph_bytes):
-        if number == 1:
-            nodes.append(_node(bytes(value)))
-        elif number == 5:
-            name, array = _tensor(bytes(value))
-            initializers[name] = array
-        elif number == 12:
-            outputs += [bytes(v).decode() for n, _, v in _fields(bytes(value)) if n == 1]
-    return OnnxGraph(initializers, tuple(nodes), tuple(outputs), metadata)
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            raise OnnxFormatError(
+                f"initializer {tensor.name!r} is stored outside the file; the model must be self-contained"
+            )
+        initializers[tensor.name] = numpy_helper.to_array(tensor)
+    nodes = tuple(
+        Node(
+            node.op_type,
+            tuple(node.input),
+            tuple(node.output),
+            {attribute.name: _attribute(attribute) for attribute in node.attribute},
+        )
+        for node in model.graph.node
+    )
+    outputs = tuple(output.name for output in model.graph.output)
+    return OnnxGraph(initializers, nodes, outputs, {entry.key: entry.value for entry in model.metadata_props})
 
 
 _GLOBAL_POOLS = {"ReduceMax": "max", "GlobalMaxPool": "max", "ReduceMean": "avg", "GlobalAveragePool": "avg"}
