@@ -10,10 +10,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SCRIPT = textwrap.dedent(
+# The start of a script in which importing torch fails (other tests run their own script after it).
+BLOCK_TORCH = textwrap.dedent(
     """
-    import importlib.abc, json, sys, tempfile, time
-    from pathlib import Path
+    import importlib.abc, sys
 
     class NoTorch(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -22,6 +22,13 @@ SCRIPT = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, NoTorch())
+    """
+)
+
+SCRIPT = BLOCK_TORCH + textwrap.dedent(
+    """
+    import json, tempfile, time
+    from pathlib import Path
 
     import triage_cli.client, triage_cli.predict_files, service.inference.route_api, service.server
     import service.runtime.supervisor

@@ -14,6 +14,7 @@ import pytest
 from model.config import NetworkConfig
 from service.explain.onnx_weights import OnnxFormatError, head_weights, read_onnx
 from service.inference.engine import TriageEngine
+from tests.service.test_no_torch import BLOCK_TORCH
 
 LAST = NetworkConfig().stage_names[-1]
 
@@ -121,21 +122,16 @@ def test_a_quantised_model_is_read_dequantised(random_model_dir: Path, tmp_path:
     np.testing.assert_allclose(pooled, logits, atol=0.05 * np.abs(logits).max() + 1e-3)
 
 
-NO_TORCH = """
-import importlib.abc, sys
+NO_TORCH = (
+    BLOCK_TORCH
+    + """
 from pathlib import Path
 
-class NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
-            raise ImportError(f"the explanation path imported {name}")
-        return None
-
-sys.meta_path.insert(0, NoTorch())
 import service.inference.explain_api, service.http.page
 from triage_cli.explain_file import explain_file
 raise SystemExit(explain_file(Path(sys.argv[1]), Path(sys.argv[2]), model=Path(sys.argv[3]), erf=True, channels=1))
 """
+)
 
 
 def test_explanations_need_no_torch(random_model_dir: Path, kit: Any, tmp_path: Path) -> None:
