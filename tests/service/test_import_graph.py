@@ -123,3 +123,30 @@ def test_the_checker_finds_lazy_relative_and_indirect_imports(tmp_path: Path) ->
     found = forbidden(reached_from(tmp_path, "service"))
     assert set(found) == {"torch", "torch.nn"}
     assert found["torch.nn"] == ["service.room.b", "model.config", "torch.nn"]
+
+
+INTERNAL_MODULES = ("litserve.loops", "litserve.transport", "litserve.utils", "litserve.server", "uvicorn.protocols")
+INTERNAL_ATTRIBUTES = {"_transport", "_init_manager", "_start_server", "_inference_workers_config_for_api", "_process"}
+
+
+def test_only_the_internals_module_touches_litserve_and_uvicorn_internals() -> None:
+    door = ROOT / "service" / "runtime" / "internals.py"
+    touches = []
+    for path in sorted([*(ROOT / "service").rglob("*.py"), *(ROOT / "triage_cli").rglob("*.py")]):
+        if path == door:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for imported in imports_of(ROOT, path):
+            if imported.startswith(INTERNAL_MODULES):
+                touches.append(f"{path.relative_to(ROOT)} imports {imported}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in INTERNAL_ATTRIBUTES:
+                touches.append(f"{path.relative_to(ROOT)}:{node.lineno} uses .{node.attr}")
+    assert touches == []
+    assert {"litserve.loops.base", "uvicorn.protocols.http.httptools_impl"} <= imports_of(ROOT, door)
+
+
+def test_explanations_do_not_speak_http() -> None:
+    for path in sorted((ROOT / "service" / "explain").rglob("*.py")):
+        reached = {name for name in imports_of(ROOT, path) if name.startswith(("service.http", "service.runtime"))}
+        assert reached == set(), f"{path.relative_to(ROOT)} imports {reached}"
