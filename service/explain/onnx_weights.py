@@ -115,8 +115,8 @@ def _attribute(attribute: Any) -> int | float | list[int] | bytes | np.ndarray:
 
 def read_onnx(path: Path) -> OnnxGraph:
     """Load ``path``; raises ``OnnxFormatError`` for files this reader cannot use."""
-    # Imported here, not with the module: ``onnx`` brings ``ml_dtypes``, whose import takes 1-2 s on a loaded
-    # 2-core machine, and only the processes that explain (or list the explainable layers) need it.
+    # Imported here, not with the module: ``onnx`` brings ``ml_dtypes``, whose import costs 0.6-0.7 s of CPU, and
+    # only the processes that explain (or list the explainable layers) need it.
     import onnx
     from google.protobuf.message import DecodeError
     from onnx import numpy_helper
