@@ -37,6 +37,7 @@ COPY pyproject.toml ./
 COPY model/ model/
 COPY export/ export/
 COPY service/ service/
+COPY triage_cli/ triage_cli/
 RUN python -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS venv-cpu

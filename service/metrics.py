@@ -27,7 +27,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from service.parent_death import sweep_dirs_of_dead_owners
+from service.runtime.parent_death import sweep_dirs_of_dead_owners
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MODEL_INFO = "triage_model"

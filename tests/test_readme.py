@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from model.card import CARD_NAME, read_card
-from service.cli import build_parser
 from tests.service.test_serve_e2e import start, stop
+from triage_cli.commands import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -67,7 +67,7 @@ def sample_files() -> list[Path]:
 def test_readme_predict_routes_the_samples_to_their_folders() -> None:
     (line,) = [ln for block in code_blocks("sh") for ln in block.splitlines() if "triage predict" in ln]
     argv = [a for a in shlex.split(line)[1:] if "*" not in a] + [str(f) for f in sample_files()]
-    out = subprocess.run([sys.executable, "-m", "service.cli", *argv], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "triage_cli", *argv], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     results = [json.loads(row) for row in out.stdout.splitlines()]
     assert len(results) == len(sample_files())

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from service.engine import CPU, CUDA
-from service.route_api import ROUTE_PATH
+from service.inference.engine import CPU, CUDA
+from service.inference.route_api import ROUTE_PATH
 from service.server import HEALTH_PATH, METRICS_PATH, MODEL_PATH
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -180,7 +180,7 @@ def test_triage_train_on_a_small_folder_or_a_bad_one(tmp_path: Path, capsys: pyt
     from datetime import datetime
 
     from model.card import RETRAINED_NAME, retrained_version
-    from service.cli import WEAK_MODEL, main
+    from triage_cli.commands import WEAK_MODEL, main
 
     folder = tmp_path / "photos"
     for label, name in enumerate(CLASSES):
@@ -259,11 +259,11 @@ def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: py
     ``--crack-weight 0`` trains without the crack-location loss."""
     import model.train as training
     from export.pipeline import export_artifacts
-    from service.cli import build_parser
-    from service.engine import TriageEngine
-    from service.explain import Explainer
-    from service.explain_options import ExplainOptions
-    from service.intake import IntakeLimits, read_photo
+    from service.explain.explainer import Explainer
+    from service.explain.options import ExplainOptions
+    from service.inference.engine import TriageEngine
+    from service.inference.intake import IntakeLimits, read_photo
+    from triage_cli.commands import build_parser
 
     real_train = training.train
 

@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from litserve.utils import WorkerSetupStatus, wrap_litserve_start
+from litserve.utils import wrap_litserve_start
 
 from model.config import CLASSES, NEEDS_REVIEW
+from service.runtime.internals import WorkerSetupStatus
 from service.server import build_server, preflight
 from service.settings import Settings
 

@@ -233,7 +233,7 @@ def test_service_survives_the_corpus(hostile: Hostile) -> None:
 
 
 def test_a_non_ascii_digit_in_channels_is_an_option_error() -> None:
-    from service.explain_options import OptionError, parse_options
+    from service.explain.options import OptionError, parse_options
 
     with pytest.raises(OptionError):
         parse_options({"channels": "²"})

@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from model.config import CLASSES, NEEDS_REVIEW
-from service.client import route_remote
+from triage_cli.client import route_remote
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "e2e-key"
@@ -68,7 +68,7 @@ def start(model: Path, log: Path, **extra: str) -> Served:
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"],
+            [sys.executable, "-m", "triage_cli", "serve"],
             cwd=ROOT,
             env=server_env(model, port, **extra),
             stdout=out,
@@ -202,7 +202,7 @@ def test_predict_cli_through_the_service(server: Served, photos: dict[str, bytes
     good.write_bytes(photos["webp"])
     bad.write_bytes(b"\xff\xd8\xff not really")
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "predict", str(good), str(bad), "--json", "--url", server.url],
+        [sys.executable, "-m", "triage_cli", "predict", str(good), str(bad), "--json", "--url", server.url],
         cwd=ROOT,
         env={**server_env(Path("unused"), 0), "TRIAGE_API_KEY": KEY},
         capture_output=True,
@@ -269,7 +269,7 @@ def test_tampered_model_refuses_to_start(random_model_dir: Path, tmp_path: Path)
     data[-100] ^= 0xFF
     onnx.write_bytes(bytes(data))
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve"],
+        [sys.executable, "-m", "triage_cli", "serve"],
         cwd=ROOT,
         env=server_env(onnx, free_port()),
         capture_output=True,
@@ -282,7 +282,7 @@ def test_tampered_model_refuses_to_start(random_model_dir: Path, tmp_path: Path)
 def test_cuda_without_a_gpu_refuses_to_start(random_model_dir: Path) -> None:
     env = server_env(random_model_dir / "triage.onnx", free_port(), TRIAGE_DEVICE="cuda", CUDA_VISIBLE_DEVICES="")
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, capture_output=True, timeout=60
+        [sys.executable, "-m", "triage_cli", "serve"], cwd=ROOT, env=env, capture_output=True, timeout=60
     )
     assert done.returncode != 0
     assert "device=cuda" in done.stderr.decode()
@@ -390,7 +390,8 @@ def test_a_killed_inference_worker_is_restarted_in_place(
         TRIAGE_PACKET_PIPES=str(transport == "PacketTransport").lower(),
     )
     pgid = served.proc.pid
-    assert f"requests and answers through {transport}" in served.output()
+    # Written once at start: read the whole log (the tail ``output`` gives may hold only health checks by now).
+    assert f"requests and answers through {transport}" in served.log.read_text(errors="replace")
     photo = _big_png()
 
     def send(i: int) -> tuple[Any, float, str]:
@@ -471,7 +472,7 @@ def test_losing_the_queue_manager_stops_the_service(random_model_dir: Path, tmp_
 
 def test_killing_the_supervisor_outright_takes_every_process_with_it(random_model_dir: Path, tmp_path: Path) -> None:
     """kill -9 of ``triage serve`` itself: nothing is left holding the port or waiting for requests (the kernel
-    kills each child when its parent dies, ``service.parent_death``)."""
+    kills each child when its parent dies, ``service.runtime.parent_death``)."""
     served = start(random_model_dir / "triage.onnx", tmp_path / "serve.log")
     pgid = served.proc.pid
     try:

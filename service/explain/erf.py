@@ -1,0 +1,107 @@
+"""Effective receptive fields: how much each input pixel really moved one feature-map cell, for this photo.
+
+The theoretical receptive field (``model.receptive_field``) is every pixel a cell *can* depend on. The effective
+one is the gradient of the cell's activation with respect to the input, computed by the NumPy backward engine
+(``model.numpy_net``) on the weights read from the ONNX file itself (``service.explain.onnx_weights``), so it describes
+the model ONNX Runtime serves. Its mass is always inside the theoretical box (a gradient cannot leave it) and is
+usually concentrated around the box's centre; the summary quantifies both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.config import NetworkConfig
+from model.numpy_net import BN_EPS, CellTarget, NumpyTriageNet, StageParams, Trace
+from model.receptive_field import UnclippedBox
+from service.explain.onnx_weights import ConvWeights
+
+
+def numpy_net(
+    config: NetworkConfig, convs: tuple[ConvWeights, ...], head: tuple[np.ndarray, np.ndarray]
+) -> NumpyTriageNet:
+    """A ``NumpyTriageNet`` running the ONNX file's (batch-norm-folded) convolutions and head.
+
+    The folded weights stand in for the checkpoint's: unit batch-norm scale (``var = 1 - eps``), zero mean.
+    """
+    if tuple(c.stage for c in convs) != config.stage_names:
+        raise ValueError(f"ONNX convolutions {[c.stage for c in convs]} do not match stages {config.stage_names}")
+    stages: list[StageParams] = []
+    for stage, conv in zip(config.stages, convs, strict=True):
+        geometry = (conv.stride, conv.padding, conv.dilation, conv.weight.shape[-1])
+        if geometry != (stage.stride, stage.padding, stage.dilation, stage.kernel):
+            raise ValueError(f"{stage.name}: ONNX conv (stride, pad, dilation, kernel) {geometry} differs from {stage}")
+        w, b = conv.weight.astype(np.float32), conv.bias.astype(np.float32)
+        ones, zeros = np.ones_like(b), np.zeros_like(b)
+        stages.append(StageParams(stage, w, ones, b, zeros, ones - np.float32(BN_EPS), w, b))
+    return NumpyTriageNet(config, tuple(stages), head[0].astype(np.float32), head[1].astype(np.float32))
+
+
+@dataclass(frozen=True)
+class ErfSummary:
+    """``gradient``: ``(S, S)`` absolute input gradient summed over colour channels.
+
+    ``in_box``: share of the gradient mass inside the theoretical box; ``in_centre``: share in its centre, the
+    pixels whose centres lie in the centred square of half the box's side, which cover ``centre_area`` of the
+    box's pixels inside the input (about a quarter); ``radius90``: half-side, in input pixels, of the centred square
+    holding 90% of the mass (the box's half-side is ``size / 2``). Shares are ``None`` when the cell did not
+    respond to the input at all (its ReLU was off).
+    """
+
+    gradient: np.ndarray
+    in_box: float | None
+    in_centre: float | None
+    centre_area: float
+    radius90: float | None
+    total: float
+
+
+def summarize(gradient: np.ndarray, box: UnclippedBox) -> ErfSummary:
+    """Where the gradient mass of ``gradient (3, S, S)`` lies relative to the cell's theoretical ``box``."""
+    mass = np.abs(gradient).sum(axis=0).astype(np.float64)
+    ys, xs = np.mgrid[0 : mass.shape[0], 0 : mass.shape[1]] + 0.5  # pixel centres
+    cx, cy, half = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2, (box.x1 - box.x0) / 2
+    inside = (xs >= box.x0) & (xs < box.x1) & (ys >= box.y0) & (ys < box.y1)
+    centre = (np.abs(xs - cx) < half / 2) & (np.abs(ys - cy) < half / 2)
+    centre_area = float(centre.sum() / max(int(inside.sum()), 1))
+    total = float(mass.sum())
+    if total <= 0.0:
+        return ErfSummary(mass, None, None, centre_area, None, 0.0)
+    chebyshev = np.maximum(np.abs(xs - cx), np.abs(ys - cy)).ravel()
+    order = np.argsort(chebyshev, kind="stable")
+    cumulative = np.cumsum(mass.ravel()[order])
+    radius90 = float(chebyshev[order][np.searchsorted(cumulative, 0.9 * cumulative[-1])] + 0.5)
+    in_box, in_centre = float(mass[inside].sum() / total), float(mass[centre].sum() / total)
+    return ErfSummary(mass, in_box, in_centre, centre_area, radius90, total)
+
+
+def box_crop(mass: np.ndarray, box: UnclippedBox) -> np.ndarray:
+    """``mass (S, S)`` inside ``box`` as a ``(box height, box width)`` array; zero where the box leaves the input."""
+    s = mass.shape[0]
+    out = np.zeros((box.y1 - box.y0, box.x1 - box.x0), dtype=mass.dtype)
+    ya, yb, xa, xb = max(box.y0, 0), min(box.y1, s), max(box.x0, 0), min(box.x1, s)
+    if yb > ya and xb > xa:
+        out[ya - box.y0 : yb - box.y0, xa - box.x0 : xb - box.x0] = mass[ya:yb, xa:xb]
+    return out
+
+
+class ErfEngine:
+    """Traces one input through the NumPy network and differentiates single cells of its stage maps."""
+
+    def __init__(self, net: NumpyTriageNet) -> None:
+        self.net = net
+
+    def trace(self, tensor: np.ndarray) -> Trace:
+        """Forward pass of ``float32 (3, S, S)`` keeping what ``backward`` needs."""
+        return self.net.forward_trace(tensor[np.newaxis])
+
+    def cell_gradient(self, trace: Trace, stage: str, y: int, x: int, channel: int) -> np.ndarray:
+        """``d map[stage][channel, y, x] / d input``: ``float32 (3, S, S)``."""
+        return self.net.backward_to_input(trace, CellTarget(stage, y, x, channel))[0]
+
+    @staticmethod
+    def max_difference(trace: Trace, served: dict[str, np.ndarray]) -> float:
+        """Largest absolute difference between the NumPy stage maps and ONNX Runtime's ``(C, H, W)`` ones."""
+        return max(float(np.abs(trace.maps[name][0] - served[name]).max()) for name in served)
