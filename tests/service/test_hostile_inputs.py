@@ -22,7 +22,7 @@ import pytest
 from model.config import CLASSES, NEEDS_REVIEW
 from service.settings import Settings
 from tests.service.hostile_corpus import Case, Kit, Part, build_corpus, multipart
-from tests.service.test_serve_e2e import Served, start, stop
+from tests.service.serve_process import Served, serving
 
 KEY = "hostile-key"
 MAX_BYTES = 1024 * 1024
@@ -84,7 +84,7 @@ class Hostile:
 def hostile(random_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, kit: Kit) -> Iterator[Hostile]:
     """One inference worker per endpoint, one HTTP process per worker, an API key and a 1 MiB photo limit."""
     corpus = build_corpus(kit, max_bytes=MAX_BYTES, max_images=MAX_IMAGES, max_request_bytes=MAX_REQUEST_BYTES)
-    served = start(
+    with serving(
         random_model_dir / "triage.onnx",
         tmp_path_factory.mktemp("hostile") / "serve.log",
         TRIAGE_API_KEY=KEY,
@@ -92,13 +92,10 @@ def hostile(random_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, ki
         TRIAGE_MAX_IMAGES=str(MAX_IMAGES),
         TRIAGE_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT),
         TRIAGE_LOG_LEVEL="warning",
-    )
-    processes = service_processes(served.proc.pid)
-    try:
+    ) as served:
+        processes = service_processes(served.proc.pid)
         with httpx.Client(base_url=served.url, timeout=60) as client:
             yield Hostile(served, client, corpus, processes)
-    finally:
-        stop(served)
 
 
 def send_declared(url: str, path: str, headers: dict[str, str], length: int) -> httpx.Response:
