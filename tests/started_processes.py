@@ -151,12 +151,15 @@ def wait_gone(pgid: int, patience_s: float = GONE_WAIT_S) -> dict[int, str]:
     return left
 
 
-def stop_group(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> str | None:
+def stop_group(
+    proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S, orphans_s: float = ORPHANS_WAIT_S
+) -> str | None:
     """Stop a group started by ``spawn_group`` whatever state it is in: SIGTERM to its leader, up to ``grace_s`` to
-    exit, then SIGKILL to every process left in the group (the leader's children included, when the leader is already
-    gone). When anything had to be killed, the temporary folders named after the group's processes are removed, as
-    the service's next start would. Returns what went wrong (None when the leader stopped on SIGTERM or had already
-    exited and left nothing running)."""
+    exit, then SIGKILL to every process left in the group (the leader's children included, when the leader is gone
+    and they are still there ``orphans_s`` later). When anything had to be killed (here, or the leader by the test),
+    the temporary folders named after the group's processes are removed, as the service's next start would.
+    Returns what went wrong (None when the leader stopped on SIGTERM or had already exited, leaving nothing
+    running)."""
     pgid = proc.pid
     REGISTRY.members(pgid)  # remember who is in it before anyone leaves
     problem = None
@@ -167,14 +170,14 @@ def stop_group(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> 
         except subprocess.TimeoutExpired:
             problem = f"pid {pgid} did not exit within {grace_s:g} s of SIGTERM"
     # A leader that has exited took its children with it (or they are on their way: the parent-death signal).
-    left = REGISTRY.members(pgid) if problem else wait_gone(pgid, ORPHANS_WAIT_S)
+    left = REGISTRY.members(pgid) if problem else wait_gone(pgid, orphans_s)
     if left:
         problem = problem or f"pid {pgid} exited leaving {sorted(left)} running"
         kill_group(pgid)
     proc.wait()
     if still := wait_gone(pgid):
         problem = f"{problem}; still alive after SIGKILL: {still}"
-    if problem or (proc.returncode is not None and proc.returncode < 0):
+    if problem or proc.returncode == -signal.SIGKILL:
         REGISTRY.remove_entries_of(REGISTRY.seen[pgid])
     return problem
 
