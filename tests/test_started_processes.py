@@ -111,7 +111,7 @@ def run_inner(tmp_path: Path, *select: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(INNER))
     temp = tmp_path / "tmp"
     temp.mkdir(exist_ok=True)
-    env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     names = " or ".join(select)
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "tests.started_processes", "-p", "no:cacheprovider"]
     argv += ["--rootdir", str(tmp_path), "-k", names, str(tmp_path / "test_inner.py")]
