@@ -156,10 +156,10 @@ def stop_group(
 ) -> str | None:
     """Stop a group started by ``spawn_group`` whatever state it is in: SIGTERM to its leader, up to ``grace_s`` to
     exit, then SIGKILL to every process left in the group (the leader's children included, when the leader is gone
-    and they are still there ``orphans_s`` later). When anything had to be killed (here, or the leader by the test),
-    the temporary folders named after the group's processes are removed, as the service's next start would.
-    Returns what went wrong (None when the leader stopped on SIGTERM or had already exited, leaving nothing
-    running)."""
+    and they are still there ``orphans_s`` later). When anything had to be killed (here, or the leader by a signal
+    it does not handle), the temporary folders named after the group's processes are removed, as the service's
+    next start would. Returns what went wrong (None when the leader stopped on SIGTERM or had already exited,
+    leaving nothing running)."""
     pgid = proc.pid
     REGISTRY.members(pgid)  # remember who is in it before anyone leaves
     problem = None
@@ -177,7 +177,7 @@ def stop_group(
     proc.wait()
     if still := wait_gone(pgid):
         problem = f"{problem}; still alive after SIGKILL: {still}"
-    if problem or proc.returncode == -signal.SIGKILL:
+    if problem or proc.returncode < 0:  # killed by a signal it does not handle: it cleaned up nothing
         REGISTRY.remove_entries_of(REGISTRY.seen[pgid])
     return problem
 

@@ -69,6 +69,29 @@ def test_a_group_that_stops_on_sigterm_is_no_problem() -> None:
     assert proc.returncode == -signal.SIGTERM and group_members(proc.pid) == {}
 
 
+def test_the_folders_of_a_leader_killed_by_a_signal_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sleep`` dies of SIGTERM, as the service does before its handlers are set: nothing of its own cleaned up."""
+    monkeypatch.setattr(started_processes, "temp_bases", lambda: [tmp_path])
+    proc = spawn_group(["sleep", "600"], "dies of SIGTERM")
+    (tmp_path / f"{METRICS_DIR_PREFIX}{proc.pid}-abc").mkdir()
+    assert stop_group(proc) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_folders_of_a_leader_that_exits_on_sigterm_are_its_own_business(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader that handles SIGTERM and exits 0 was able to clean up: what it left is for the session check."""
+    monkeypatch.setattr(started_processes, "temp_bases", lambda: [tmp_path])
+    proc = spawn_group(["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"], "exits 0 on SIGTERM")
+    left = tmp_path / f"{HELD_PREFIX}{proc.pid}-abc"
+    left.mkdir()
+    assert stop_group(proc) is None and proc.returncode == 0
+    assert left.is_dir()
+
+
 INNER = """
 import os
 from pathlib import Path
@@ -83,8 +106,11 @@ def test_leaves_a_process_running():
     (TMP / "left.pid").write_text(str(proc.pid))
 
 
+SERVER = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]  # exits 0 on SIGTERM, as the service does
+
+
 def test_leaves_a_folder_named_after_its_server():
-    proc = spawn_group(["sleep", "600"], "stopped, but its folder stays")
+    proc = spawn_group(SERVER, "stopped, but its folder stays")
     (TMP / "triage-held-{}-abc".format(proc.pid)).mkdir()
     assert stop_group(proc) is None
 
@@ -94,7 +120,7 @@ def test_leaves_a_folder_named_after_this_process():
 
 
 def test_cleans_up():
-    proc = spawn_group(["sleep", "600"], "stopped")
+    proc = spawn_group(SERVER, "stopped")
     folder = TMP / "triage-metrics-{}-def".format(proc.pid)
     folder.mkdir()
     assert stop_group(proc) is None

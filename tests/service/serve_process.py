@@ -92,8 +92,10 @@ def launch(model: Path, log: Path, **extra: str) -> Served:
     return Served(proc, f"http://127.0.0.1:{port}", log)
 
 
-def wait_healthy(served: Served, patience_s: float = START_S) -> None:
-    """Wait until ``/health`` answers 200; fails when the service exits first or takes over ``patience_s``."""
+def wait_healthy(served: Served, patience_s: float | None = None) -> None:
+    """Wait until ``/health`` answers 200; fails when the service exits first or takes over ``patience_s``
+    (``START_S``)."""
+    patience_s = START_S if patience_s is None else patience_s
     deadline = time.monotonic() + patience_s
     while True:
         if served.proc.poll() is not None:

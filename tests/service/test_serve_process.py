@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.service import serve_process
 from tests.service.serve_process import Served, serving
 from tests.started_processes import REGISTRY, group_members, temp_bases, temp_entries
 
@@ -50,3 +51,29 @@ def test_a_service_killed_outright_by_a_test_has_its_folders_removed(random_mode
         served.proc.wait()
     assert group_members(served.pgid) == {}
     assert not [path for path in left if path.exists()]
+
+
+def test_a_service_that_exits_at_start_up_fails_the_test_and_leaves_nothing(tmp_path: Path) -> None:
+    with (
+        pytest.raises(AssertionError, match="triage serve exited with 2"),
+        serving(tmp_path / "missing.onnx", tmp_path / "serve.log"),
+    ):
+        pass
+    pgid = list(REGISTRY.groups)[-1]
+    assert group_members(pgid) == {}
+
+
+def test_a_service_stopped_during_its_start_up_leaves_nothing(
+    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not healthy in time: stopped wherever its start-up had got to (its signal handlers may not be set yet), with
+    its whole group."""
+    monkeypatch.setattr(serve_process, "START_S", 0.5)  # spawning the workers and loading the model take longer
+    with (
+        pytest.raises(AssertionError, match=r"was not healthy after 0\.5 s"),
+        serving(random_model_dir / "triage.onnx", tmp_path / "serve.log"),
+    ):
+        pass
+    pgid = list(REGISTRY.groups)[-1]
+    assert group_members(pgid) == {}
+    assert not [path for path, pid in temp_entries(temp_bases()).items() if pid in REGISTRY.seen[pgid]]
