@@ -23,6 +23,7 @@ from model.config import CLASSES, NEEDS_REVIEW
 from service.settings import Settings
 from tests.service.hostile_corpus import Case, Kit, Part, build_corpus, multipart
 from tests.service.serve_process import Served, serving
+from tests.started_processes import group_members
 
 KEY = "hostile-key"
 MAX_BYTES = 1024 * 1024
@@ -56,19 +57,14 @@ class Proc:
 def service_processes(pgid: int) -> dict[int, Proc]:
     """The live (non-zombie) processes of the service's process group, with their RSS and peak RSS in bytes."""
     found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid, command in group_members(pgid).items():
         try:
-            fields = stat.read_text().rpartition(")")[2].split()
-            if int(fields[2]) != pgid or fields[0] == "Z":
-                continue
-            status = dict(
-                line.split(":", 1) for line in (stat.parent / "status").read_text().splitlines() if ":" in line
-            )
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue  # exited while being read
+            text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue  # exited since
+        status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
         kib = {k: int(status[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM") if k in status}
-        found[int(stat.parent.name)] = Proc(int(stat.parent.name), command[:100], kib["VmRSS"], kib["VmHWM"])
+        found[pid] = Proc(pid, command[:100], kib["VmRSS"], kib["VmHWM"])
     return found
 
 
