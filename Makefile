@@ -3,6 +3,9 @@ PY := .venv/bin/python
 # The project needs Python 3.11 (the local torch wheels are built for it): prefer python3.11 where python3 is newer.
 PYTHON ?= $(shell command -v python3.11 || echo python3)
 PIP := $(PY) -m pip
+RUFF := .venv/bin/ruff
+PYTEST := .venv/bin/pytest
+TRIAGE := .venv/bin/triage
 
 .PHONY: serve test lint train export parity
 
@@ -24,14 +27,27 @@ LOCK := requirements/serving.lock
 serve: .venv/serving.stamp
 	.venv/bin/triage serve
 
+# Every check runs, also after one has failed; then the run fails if any did, listing each check's result.
+TEST_CHECKS := \
+	"ruff check|$(RUFF) check ." \
+	"ruff format|$(RUFF) format --check ." \
+	"pytest|$(PYTEST) -q" \
+	"triage parity|$(TRIAGE) parity"
+
 test: .venv/dev.stamp
-	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
-	.venv/bin/pytest -q
-	.venv/bin/triage parity
+	@status=0; results=; \
+	for check in $(TEST_CHECKS); do \
+		name="$${check%%|*}"; command="$${check#*|}"; \
+		echo "== $$name: $$command"; \
+		if $$command; then result=passed; else result="FAILED (exit status $$?)"; status=1; fi; \
+		results="$$results$$name: $$result;"; \
+	done; \
+	echo "make test:"; \
+	IFS=";"; for line in $$results; do echo "  $$line"; done; \
+	exit $$status
 
 lint: .venv/dev.stamp
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	$(RUFF) check . && $(RUFF) format --check .
 
 train: .venv/dev.stamp
 	.venv/bin/triage train --out artifacts --overwrite

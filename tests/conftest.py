@@ -1,4 +1,6 @@
-"""Shared fixtures: the repository root on sys.path and a model directory with random weights."""
+"""Shared fixtures: the repository root on sys.path and a model directory with random weights; the check that no
+process group the tests started, and none of their services' temporary folders, outlives the session
+(``tests/started_processes.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.started_processes import pytest_sessionfinish, pytest_sessionstart  # noqa: E402  (the hooks)
+
+__all__ = ["pytest_sessionfinish", "pytest_sessionstart"]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from model.card import CARD_NAME, read_card
-from tests.service.test_serve_e2e import start, stop
+from tests.service.serve_process import HTTP_TIMEOUT, serving
 from triage_cli.commands import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,12 +80,9 @@ def test_readme_predict_routes_the_samples_to_their_folders() -> None:
 
 def test_readme_curl_routes_a_sample_through_a_real_service(tmp_path: Path) -> None:
     (curl,) = [ln for block in code_blocks("sh") for ln in block.splitlines() if ln.startswith("curl")]
-    served = start(ARTIFACTS / "triage.onnx", tmp_path / "serve.log")
-    try:
+    with serving(ARTIFACTS / "triage.onnx", tmp_path / "serve.log") as served:
         command = shlex.split(curl.replace("http://127.0.0.1:8000", served.url))
-        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    finally:
-        stop(served)
+        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=HTTP_TIMEOUT)
     answer = json.loads(out.stdout)
     photo = Path(command[command.index("-F") + 1].split("@", 1)[1])
     assert answer["route"] in (photo.parent.name, "needs_review")

@@ -38,7 +38,7 @@ def serving(settings: Settings) -> Iterator[tuple[TestClient, Any]]:
     """The service of ``settings`` in-process, once every inference worker is ready."""
     card, plan = preflight(settings)
     with wrap_litserve_start(build_server(settings, card, plan)) as started, TestClient(started.app) as client:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # spawning and loading the workers: seconds, more on a loaded machine
         while client.get("/health").status_code != 200:
             assert time.monotonic() < deadline, "the inference workers did not become ready"
             time.sleep(0.1)

@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.http.openapi import openapi_schema
-from tests.service.test_serve_e2e import Served, start, stop
+from tests.service.serve_process import Served, serving
 
 KEY = "fuzz-key"
 MAX_BYTES = 1024 * 1024
@@ -77,19 +77,16 @@ class Fuzz:
 
 @pytest.fixture(scope="module")
 def fuzz(random_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, photos: dict[str, bytes]) -> Iterator[Fuzz]:
-    served = start(
+    with serving(
         random_model_dir / "triage.onnx",
         tmp_path_factory.mktemp("fuzz") / "serve.log",
         TRIAGE_API_KEY=KEY,
         TRIAGE_MAX_BYTES=str(MAX_BYTES),
         TRIAGE_LOG_LEVEL="warning",
-    )
-    try:
+    ) as served:
         schema = schemathesis.openapi.from_url(served.url + "/openapi.json", config=CONFIG)
         with requests.Session() as session:
             yield Fuzz(served, schema, session, [photos[name] for name in ("jpeg", "png", "webp", "heic")])
-    finally:
-        stop(served)
 
 
 def splice(body: Any, photo: bytes) -> Any:

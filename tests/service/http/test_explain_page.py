@@ -9,11 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,65 +20,22 @@ from model.config import NetworkConfig
 from model.preprocess import letterbox_geometry
 from model.receptive_field import cell_field_in_photo
 from model.synth import render_photo
+from tests.service.serve_process import serving
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
 
-ROOT = Path(__file__).resolve().parents[3]
 CHROMIUM = os.environ.get("TRIAGE_CHROMIUM", "/usr/bin/chromium")
 KEY = "page-test-key"
 CHANNELS = "4"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+PATIENCE_MS = 120_000  # for each page action: an explanation is quick on a quiet machine, not on a loaded one
 
 
 @pytest.fixture(scope="module")
 def service(random_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``triage serve`` on loopback with an API key; yields its base URL."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("page") / "serve.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(
-        TRIAGE_MODEL_PATH=str(random_model_dir / "triage.onnx"),
-        TRIAGE_HOST="127.0.0.1",
-        TRIAGE_PORT=str(port),
-        TRIAGE_API_KEY=KEY,
-        TRIAGE_ORT_THREADS="1",
-        PYTHONPATH=str(ROOT),
-    )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "triage_cli", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"triage serve exited:\n{log.read_text(errors='replace')[-3000:]}"
-            assert time.monotonic() < deadline, "triage serve never became healthy"
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    with serving(random_model_dir / "triage.onnx", log, TRIAGE_API_KEY=KEY) as served:
+        yield served.url
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +89,11 @@ def test_page_explains_an_uploaded_photo(service: str, browser: Any, tmp_path: P
         params={"channels": CHANNELS},
         files={"file": (photo_file.name, photo_file.read_bytes())},
         headers={"X-API-Key": KEY},
-        timeout=60,
+        timeout=PATIENCE_MS / 1000,
     ).json()
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(PATIENCE_MS)
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.goto(service + "/")

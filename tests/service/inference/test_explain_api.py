@@ -50,7 +50,7 @@ def client(random_model_dir: Path, metrics_dir: Path) -> Iterator[TestClient]:
     )
     server = build_server(settings, *preflight(settings))
     with wrap_litserve_start(server) as started, TestClient(started.app) as test_client:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # spawning and loading the workers: seconds, more on a loaded machine
         while test_client.get("/health").status_code != 200:
             assert time.monotonic() < deadline, "the inference workers did not become ready"
             time.sleep(0.1)

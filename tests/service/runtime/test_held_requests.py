@@ -38,9 +38,11 @@ def test_a_killed_workers_record_survives_it(tmp_path: Path) -> None:
     ready = ctx.Event()
     worker = ctx.Process(target=_hold_and_die, args=(tmp_path, ready))
     worker.start()
-    assert ready.wait(10)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.join(10)
+    try:
+        assert ready.wait(120)
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)  # it would wait for a signal forever
+        worker.join()
     assert take_held(tmp_path, worker.pid) == {0: ["first", "third"], 3: ["second"]}
     assert list(tmp_path.iterdir()) == []
 
