@@ -52,6 +52,8 @@ COPY pyproject.toml ./
 COPY deploy/serving_lock.py deploy/serving_lock.py
 RUN python -m pip --python /opt/venv/bin/python check \
     && /opt/venv/bin/python deploy/serving_lock.py --check --exact
+COPY deploy/trim_venv.sh deploy/trim_venv.sh
+RUN sh deploy/trim_venv.sh /opt/venv cpu
 
 FROM ${PYTHON_IMAGE} AS venv-gpu
 ARG PYTHON_VERSION
