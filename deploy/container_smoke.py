@@ -72,8 +72,12 @@ def preflight() -> None:
 
 
 def build(target: str, base: str, tag: str) -> float:
-    """``podman build --target`` on the checkout; the seconds it took."""
+    """``podman build --target`` on the checkout; the seconds it took. For ``gpu``, ``base`` stands in for the CUDA
+    image too: that builds every step of the GPU target (its Python from the base's package archive, the lock, the
+    checks, the trim) without CUDA, and the image serves on the CPU provider."""
     args = ["build", "--format", "docker", "--target", target, "--build-arg", f"PYTHON_IMAGE={base}", "-t", tag]
+    if target == "gpu":
+        args += ["--build-arg", f"CUDA_IMAGE={base}"]
     if CA_BUNDLE.is_file():
         # The build's TLS goes through this host's egress, whose CA only the host's bundle trusts: lend it to the
         # RUN steps read-only (it is not copied into the image).
@@ -283,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", help="check this image instead of building one")
     parser.add_argument("--base", help="Python base image to build on (default: the local stand-in)")
-    parser.add_argument("--tag", default="localhost/ticket-photo-triage:smoke-cpu", help="name of the built image")
+    parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu", help="gpu: built on the stand-in, no CUDA")
+    parser.add_argument("--tag", help="name of the built image (default: localhost/ticket-photo-triage:smoke-TARGET)")
     args = parser.parse_args(argv)
     os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
     started = time.monotonic()
@@ -292,9 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         image = args.image
         if image is None:
             base = args.base or standin_base.ensure()
-            took = build("cpu", base, args.tag)
-            image = args.tag
-            print(f"ok  build: --target cpu on {base} in {took:.0f} s", flush=True)
+            image = args.tag or f"localhost/ticket-photo-triage:smoke-{args.target}"
+            took = build(args.target, base, image)
+            print(f"ok  build: --target {args.target} on {base} in {took:.0f} s", flush=True)
         size = int(podman("image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
         print(f"ok  size: {image} is {size / 1e6:.0f} MB", flush=True)
         smoke(image)
