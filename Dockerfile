@@ -62,6 +62,7 @@ FROM ${CUDA_IMAGE} AS gpu-python
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
 
 FROM gpu-python AS venv-gpu

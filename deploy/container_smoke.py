@@ -82,11 +82,17 @@ def build(target: str, base: str, tag: str) -> float:
         # The build's TLS goes through this host's egress, whose CA only the host's bundle trusts: lend it to the
         # RUN steps read-only (it is not copied into the image).
         args += ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
+    previous = podman("image", "inspect", "--format", "{{.Id}}", tag, check=False).stdout.strip()
     started = time.monotonic()
     proc = subprocess.run(["podman", *args, str(ROOT)], text=True, check=False, timeout=1800)
     if proc.returncode != 0:
         raise SmokeFailure(f"podman build --target {target} exited {proc.returncode}")
-    return time.monotonic() - started
+    took = time.monotonic() - started
+    if previous and previous != podman("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip():
+        # The image this tag named before is replaced: drop it (the layers the new one shares stay), so that
+        # repeated runs on a changing checkout do not pile up images.
+        podman("rmi", previous, check=False)
+    return took
 
 
 def free_port() -> int:
