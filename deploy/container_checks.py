@@ -4,6 +4,7 @@ SmokeFailure with the reason."""
 from __future__ import annotations
 
 import json
+import mimetypes
 import subprocess
 import sys
 import time
@@ -55,7 +56,7 @@ def check_routes(base_url: str, headers: dict[str, str]) -> str:
     if not photos:
         raise SmokeFailure(f"no sample photos under {SAMPLES}")
     expected = expected_routes(photos)
-    files = [("file", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    files = [("file", (p.name, p.read_bytes(), mimetypes.guess_type(p.name)[0] or "image/jpeg")) for p in photos]
     answer = httpx.post(f"{base_url}/v1/route", files=files, headers=headers, timeout=60)
     if answer.status_code != 200:
         raise SmokeFailure(f"/v1/route answered {answer.status_code}: {answer.text[:500]}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", help="name of the built image (default: localhost/ticket-photo-triage:smoke-TARGET)")
     args = parser.parse_args(argv)
     os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
+    # A CI time-out's SIGTERM unwinds like an error, so the containers started so far are still removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
     try:
         check_podman()
