@@ -16,8 +16,11 @@ from typing import Any
 import numpy as np
 
 from model.config import CLASSES
+from model.synth.real_photos import REAL_SPLIT, PhotoSet
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "shifted")
+# Scenes built on real photos held out of training (``model.synth.real_photos``): drawn like ``test`` otherwise.
+PHOTO_SPLITS: tuple[str, ...] = (*SPLITS, REAL_SPLIT)
 DAMAGE, RETURNS = CLASSES
 
 ASPECTS: dict[str, tuple[tuple[int, int], float]] = {
@@ -183,18 +186,32 @@ def _shift(rng: np.random.Generator, factors: dict[str, Any]) -> None:
         factors["screen_state"] = "none"
 
 
-def sample_factors(seed: int, label: str, split: str = "train") -> dict[str, Any]:
+def sample_factors(seed: int, label: str, split: str = "train", photos: PhotoSet | None = None) -> dict[str, Any]:
     """The factor dict :func:`model.synth.render_photo` uses for these arguments, without rendering."""
-    return draw_factors(factor_rng(seed, label, split), label, split)
+    from model.synth.real_scenes import draw_photo_factors
+
+    factors = draw_factors(factor_rng(seed, label, split), label, split)
+    if photos is not None:
+        draw_photo_factors(photo_rng(seed, label, split), factors, photos.for_split(split), split)
+    return factors
 
 
 def factor_rng(seed: int, label: str, split: str) -> np.random.Generator:
     """The generator that draws a photo's factors (independent of the one that draws its pixels)."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS.index(split), CLASSES.index(label), 0]))
+    return np.random.default_rng(
+        np.random.SeedSequence([int(seed), PHOTO_SPLITS.index(split), CLASSES.index(label), 0])
+    )
 
 
 def render_rng(seed: int, label: str, split: str, attempt: int) -> np.random.Generator:
     """The generator for a photo's pixels; ``attempt`` changes on a re-roll of an unusable layout."""
     return np.random.default_rng(
-        np.random.SeedSequence([int(seed), SPLITS.index(split), CLASSES.index(label), 1, attempt])
+        np.random.SeedSequence([int(seed), PHOTO_SPLITS.index(split), CLASSES.index(label), 1, attempt])
+    )
+
+
+def photo_rng(seed: int, label: str, split: str) -> np.random.Generator:
+    """The generator that draws whether and how a photo uses a real photograph (``model.synth.real_scenes``)."""
+    return np.random.default_rng(
+        np.random.SeedSequence([int(seed), PHOTO_SPLITS.index(split), CLASSES.index(label), 2])
     )
