@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_ARTIFACTS = Path("artifacts")
+PHOTOS_HELP = "folder of real photos the generator builds on (default: the Debian set `make photos` installs)"
 
 
 def _positive(text: str) -> int:
@@ -41,6 +42,7 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         crack_weight=args.crack_weight,
         twins=args.twins,
+        photos=args.photos,
     )
     preprocessing = Preprocessing(jpeg_draft=args.jpeg_draft)
     try:
@@ -73,9 +75,14 @@ def _parity(rest: Sequence[str]) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from model.synth import write_imagefolder
+    from model.synth import PhotoSetError, resolve_photos, write_imagefolder
 
-    counts = write_imagefolder(args.out, args.n, seed=args.seed, split=args.split)
+    try:
+        photos = resolve_photos(args.photos)
+        counts = write_imagefolder(args.out, args.n, seed=args.seed, split=args.split, photos=photos)
+    except PhotoSetError as exc:
+        print(f"triage synth: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {sum(counts.values())} photos to {args.out}: {counts}")
     return 0
 
@@ -156,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="share of generated general_returns training photos that are intact twins of the damaged photos",
     )
+    p.add_argument("--photos", type=Path, help=PHOTOS_HELP)
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("export", help="write and check the ONNX model, update the model card")
@@ -170,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", default="test", choices=("train", "val", "test", "shifted"))
+    p.add_argument("--split", default="test", choices=("train", "val", "test", "shifted", "real"))
+    p.add_argument("--photos", type=Path, help=PHOTOS_HELP)
     p.set_defaults(handler=_synth)
 
     p = sub.add_parser("predict", help="route local photos (in-process, or through a service with --url)")
