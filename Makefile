@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PYTHON ?= $(shell command -v python3.11 || echo python3)
 PIP := $(PY) -m pip
 
-.PHONY: serve test lint train export parity
+.PHONY: serve test lint train export parity photos
 
 # Every install is constrained by requirements/serving.lock, the exact serving set the images install, so the
 # environment the tests run in serves with the same packages as the images.
@@ -33,8 +33,18 @@ test: .venv/dev.stamp
 lint: .venv/dev.stamp
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
-train: .venv/dev.stamp
+train: .venv/dev.stamp photos
 	.venv/bin/triage train --out artifacts --overwrite
+
+# The real photographs the generator builds on (model/synth/real_photos.json lists them): Debian packages, installed
+# (as root) only where one of their files is missing. Some slim images exclude /usr/share/doc, where opencv-doc's are.
+PHOTOS_MISSING := python3 -c 'import json, os; d = json.load(open("model/synth/real_photos.json")); \
+	print(" ".join(sorted({p["package"] for p in d["photos"] if not os.path.isfile(p["path"])})))'
+photos:
+	@missing="$$($(PHOTOS_MISSING))"; \
+	if [ -n "$$missing" ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; fi; \
+	missing="$$($(PHOTOS_MISSING))"; \
+	if [ -n "$$missing" ]; then echo "photos of $$missing still missing (does dpkg path-exclude them?)" >&2; exit 1; fi
 
 export: .venv/dev.stamp
 	.venv/bin/triage export --out artifacts
