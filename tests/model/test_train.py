@@ -238,7 +238,9 @@ def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: py
     real_train = training.train
 
     def small(options: training.TrainOptions, config: NetworkConfig) -> dict:
-        tiny = training.TrainOptions(out=options.out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32)
+        tiny = training.TrainOptions(
+            out=options.out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32, n_real=32
+        )
         return real_train(replace(tiny, batch_size=16, crack_weight=options.crack_weight), config)
 
     monkeypatch.setattr(training, "train", small)
