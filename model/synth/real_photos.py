@@ -101,7 +101,7 @@ def sha256_of(path: Path) -> str:
 
 
 def catalogue() -> dict[str, Any]:
-    """The curated list: packages, photos (package, path, licence, subject, sha256, size) and exclusions."""
+    """The curated list: packages, photos (name, package, path, licence, subject, sha256, size) and exclusions."""
     return json.loads(CATALOGUE.read_text(encoding="utf-8"))
 
 
@@ -120,8 +120,7 @@ def debian_photos(verify: bool = True) -> PhotoSet:
     for e in entries:
         if verify and sha256_of(Path(e["path"])) != e["sha256"]:
             raise PhotoSetError(f"{e['path']} ({e['package']}) is not the file {CATALOGUE.name} lists (sha256 differs)")
-        stem = Path(e["path"]).stem if e["package"] != "plasma-workspace-wallpapers" else e["path"].split("/")[4]
-        photos.append(RealPhoto(f"{e['package']}:{stem}", e["path"], e["sha256"]))
+        photos.append(RealPhoto(e["name"], e["path"], e["sha256"]))
     return PhotoSet(tuple(sorted(photos, key=lambda p: p.sha256)), "debian")
 
 

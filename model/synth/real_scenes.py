@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from model.synth.factors import CRACK_TONES, DAMAGE, _pick
+from model.synth.factors import CRACK_TONES, DAMAGE, pick
 from model.synth.real_photos import REAL_SPLIT, RealPhoto
 
 # Shares of each use per label: for the generated splits (train, val, test, shifted) and for ``real``.
@@ -52,7 +52,7 @@ def draw_photo_factors(
     """Add ``photo_use``, ``photo`` and ``photo_sha256`` to ``factors`` (and adjust what the use implies); returns
     the photo used, or None for ``photo_use == "none"``."""
     label = factors["label"]
-    use = _pick(rng, (REAL_USES if split == REAL_SPLIT else USES)[label])
+    use = pick(rng, (REAL_USES if split == REAL_SPLIT else USES)[label])
     photo = photos[int(rng.integers(len(photos)))]
     if use == "screen" and factors["subject"] != "device":
         use = "backdrop"  # only a device has a screen
@@ -70,7 +70,7 @@ def draw_photo_factors(
         factors["screen_state"] = "on"
         factors["screen_content"] = "photo"
         if label == DAMAGE:
-            factors["crack_tone"] = _pick(rng, CRACK_TONES["mid"])
+            factors["crack_tone"] = pick(rng, CRACK_TONES["mid"])
     elif use == "crop":
         for key in (*DEVICE_KEYS, "surface", "surface_tone", "wall"):
             factors.pop(key, None)

@@ -207,7 +207,8 @@ def test_a_missing_or_empty_photo_folder_is_a_clear_error(tmp_path: Path, capsys
 def test_missing_packages_or_changed_files_name_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     photo = tmp_path / "p.jpg"
     Image.new("RGB", (32, 32)).save(photo)
-    entry = {"package": "some-backgrounds", "path": str(tmp_path / "absent.jpg"), "sha256": "0" * 64}
+    entry = {"name": "some-backgrounds:absent", "package": "some-backgrounds", "path": str(tmp_path / "absent.jpg")}
+    entry["sha256"] = "0" * 64
     listing = tmp_path / "list.json"
     listing.write_text(json.dumps({"packages": ["some-backgrounds"], "photos": [entry]}))
     monkeypatch.setattr(real_photos_module, "CATALOGUE", listing)
