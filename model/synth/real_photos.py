@@ -138,8 +138,8 @@ def folder_photos(root: Path) -> PhotoSet:
             try:
                 with Image.open(path) as im:
                     im.verify()
-            except (UnidentifiedImageError, OSError, SyntaxError):
-                continue
+            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError):
+                continue  # not a photo Pillow can read safely
             sha = sha256_of(path)
             by_sha.setdefault(sha, RealPhoto(str(path.relative_to(root)), str(path), sha))
     if not by_sha:

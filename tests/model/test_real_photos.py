@@ -195,6 +195,8 @@ def test_a_missing_or_empty_photo_folder_is_a_clear_error(tmp_path: Path, capsys
     assert "no readable JPEG, PNG or WebP photos" in capsys.readouterr().err
     with pytest.raises(DataError, match="no such folder"):
         train(TrainOptions(out=tmp_path / "m", photos=tmp_path / "absent", epochs=1, n_train=4))
+    assert main(["train", "--photos", str(tmp_path / "absent"), "--epochs", "1", "--out", str(tmp_path / "m")]) == 2
+    assert "no such folder" in capsys.readouterr().err
     one = tmp_path / "one"
     one.mkdir()
     Image.new("RGB", (64, 48), (200, 10, 10)).save(one / "a.jpg")
