@@ -38,7 +38,7 @@ train: .venv/dev.stamp photos
 
 # The real photographs the generator builds on (model/synth/real_photos.json lists them): Debian packages, installed
 # (as root) only where one of their files is missing. Some slim images exclude /usr/share/doc, where opencv-doc's are.
-PHOTOS_MISSING := python3 -c 'import json, os; d = json.load(open("model/synth/real_photos.json")); \
+PHOTOS_MISSING := $(PYTHON) -c 'import json, os; d = json.load(open("model/synth/real_photos.json")); \
 	print(" ".join(sorted({p["package"] for p in d["photos"] if not os.path.isfile(p["path"])})))'
 photos:
 	@missing="$$($(PHOTOS_MISSING))"; \
