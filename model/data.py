@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -22,7 +23,9 @@ from PIL import Image, UnidentifiedImageError
 from model.config import CLASSES, Preprocessing
 from model.crack_cells import CELL_PX, crack_cells
 from model.preprocess import PHOTO_SUFFIXES, prepare
-from model.synth.real_photos import PhotoSet
+
+if TYPE_CHECKING:  # the generator is imported where photos are rendered
+    from model.synth.real_photos import PhotoSet
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def split_seeds(split: str, n: int, seed: int) -> np.ndarray:
     return SPLIT_OFFSETS[split] + seed * 1_000_000 + np.arange(n, dtype=np.int64)
 
 
-Job = tuple[int, int, str, Preprocessing, bool, PhotoSet | None]
+Job = tuple[int, int, str, Preprocessing, bool, "PhotoSet | None"]  # seed, label, split, spec, twin, real photos
 
 
 def _render_one(job: Job) -> list[tuple[np.ndarray, np.ndarray]]:
