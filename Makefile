@@ -7,7 +7,7 @@ RUFF := .venv/bin/ruff
 PYTEST := .venv/bin/pytest
 TRIAGE := .venv/bin/triage
 
-.PHONY: serve test lint train export parity
+.PHONY: serve test lint train export parity photos
 
 # Every install is constrained by requirements/serving.lock, the exact serving set the images install, so the
 # environment the tests run in serves with the same packages as the images.
@@ -49,8 +49,18 @@ test: .venv/dev.stamp
 lint: .venv/dev.stamp
 	$(RUFF) check . && $(RUFF) format --check .
 
-train: .venv/dev.stamp
+train: .venv/dev.stamp photos
 	.venv/bin/triage train --out artifacts --overwrite
+
+# The real photographs the generator builds on (model/synth/real_photos.json lists them): Debian packages, installed
+# (as root) only where one of their files is missing. Some slim images exclude /usr/share/doc, where opencv-doc's are.
+PHOTOS_MISSING := $(PYTHON) -c 'import json, os; d = json.load(open("model/synth/real_photos.json")); \
+	print(" ".join(sorted({p["package"] for p in d["photos"] if not os.path.isfile(p["path"])})))'
+photos:
+	@missing="$$($(PHOTOS_MISSING))"; \
+	if [ -n "$$missing" ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; fi; \
+	missing="$$($(PHOTOS_MISSING))"; \
+	if [ -n "$$missing" ]; then echo "photos of $$missing still missing (does dpkg path-exclude them?)" >&2; exit 1; fi
 
 export: .venv/dev.stamp
 	.venv/bin/triage export --out artifacts

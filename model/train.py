@@ -34,6 +34,7 @@ from model.metrics import (
 )
 from model.network import TriageNet, build_network, state_to_numpy
 from model.preprocess import normalize
+from model.synth.real_photos import PhotoSet, PhotoSetError, resolve_photos
 from model.train_hardware import training_device, training_precision
 from model.weak_model import warnings_banner, weak_model_warnings
 
@@ -62,6 +63,8 @@ class TrainOptions:
     twins: float = 0.5  # share of synthetic general_returns training photos that are intact twins of damaged ones
     name: str = RETRAINED_NAME  # the card's name, which serving reports
     version: str | None = None  # the card's version; None: the UTC time training started (model.card)
+    photos: Path | None = None  # real photographs for the generator (model.synth.real_photos); None: the Debian set
+    n_real: int = 1000  # photos of the ``real`` split, built on real photographs held out of training
 
 
 DEFAULT_EPOCHS = 14
@@ -120,11 +123,13 @@ def _load_data(opts: TrainOptions, spec: Preprocessing) -> tuple[dict[str, Array
     else:
         n_train = DEFAULT_N_TRAIN if opts.n_train is None else opts.n_train
         sizes = {"train": n_train, "val": opts.n_val, "test": opts.n_test, "shifted": opts.n_shifted}
+        sizes["real"] = opts.n_real
+        photos = _real_photos(opts.photos)
         splits = {}
         for name, n in sizes.items():
             started = time.perf_counter()
             twins = opts.twins if name == "train" else 0.0
-            splits[name] = synthetic_split(name, n, spec, seed=opts.seed, cache=opts.cache, twins=twins)
+            splits[name] = synthetic_split(name, n, spec, opts.seed, opts.cache, twins, photos)
             print(f"generated {name}: {n} photos in {time.perf_counter() - started:.1f} s")
         from model.synth import HELD_OUT
 
@@ -135,8 +140,21 @@ def _load_data(opts: TrainOptions, spec: Preprocessing) -> tuple[dict[str, Array
             "seed_ranges": "disjoint per split (model.data.split_seeds)",
             "train_twins": opts.twins,
             "held_out_factors": {k: sorted(map(str, v)) for k, v in HELD_OUT.items()},
+            "real_photos": photos.describe(),
         }
     return splits, {**description, "counts": {k: len(v) for k, v in splits.items()}}
+
+
+def _real_photos(folder: Path | None) -> PhotoSet:
+    """The real photographs for the generator, checked here so a missing or empty folder is a clear DataError."""
+    try:
+        photos = resolve_photos(folder)
+        for split in ("train", "real"):
+            photos.for_split(split)
+    except PhotoSetError as exc:
+        raise DataError(str(exc)) from exc
+    print(f"real photos from {photos.source}: {len(photos.training)} for training, {len(photos.held_out)} held out")
+    return photos
 
 
 def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, epochs: int) -> dict[str, Any]:
@@ -233,7 +251,7 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
     val_probs = softmax(val_logits, temperature)
     threshold = review_threshold(val_probs, splits["val"].labels, opts.target_precision)
     metrics: dict[str, Any] = {}
-    for name in ("val", "test", "shifted"):
+    for name in ("val", "test", "shifted", "real"):
         if name not in splits:
             continue
         logits = predict_logits(net, splits[name], spec)
@@ -264,7 +282,10 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
         "fitted_on": "val",
     }
     warnings = weak_model_warnings(metrics, calibration)
-    save_checkpoint(checkpoint, config, state_to_numpy(net), {"calibration": calibration, "seed": opts.seed})
+    meta = {"calibration": calibration, "seed": opts.seed}
+    if "real_photos" in data_description:
+        meta["real_photos_digest"] = data_description["real_photos"]["digest"]
+    save_checkpoint(checkpoint, config, state_to_numpy(net), meta)
     seconds = time.perf_counter() - started
     card = {
         "name": opts.name,

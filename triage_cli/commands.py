@@ -24,6 +24,9 @@ class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+PHOTOS_HELP = "folder of real photos the generator builds on (default: the Debian set `make photos` installs)"
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -57,6 +60,7 @@ def _train(args: argparse.Namespace) -> int:
         twins=args.twins,
         name=args.name,
         version=args.version,
+        photos=args.photos,
     )
     preprocessing = Preprocessing(jpeg_draft=args.jpeg_draft)
     try:
@@ -96,9 +100,14 @@ def _parity(rest: Sequence[str]) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from model.synth import write_imagefolder
+    from model.synth import PhotoSetError, resolve_photos, write_imagefolder
 
-    counts = write_imagefolder(args.out, args.n, seed=args.seed, split=args.split)
+    try:
+        photos = resolve_photos(args.photos)
+        counts = write_imagefolder(args.out, args.n, seed=args.seed, split=args.split, photos=photos)
+    except PhotoSetError as exc:
+        print(f"triage synth: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {sum(counts.values())} photos to {args.out}: {counts}")
     return 0
 
@@ -205,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="share of generated general_returns training photos that are intact twins of the damaged photos",
     )
+    p.add_argument("--photos", type=Path, help=PHOTOS_HELP)
     p.set_defaults(handler=_train)
 
     p = command("export", "write and check the ONNX model, update the model card")
@@ -227,9 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split",
         default="test",
-        choices=("train", "val", "test", "shifted"),
-        help="which split's factor values to draw (shifted: also values training never sees)",
+        choices=("train", "val", "test", "shifted", "real"),
+        help="which split's factor values to draw (shifted: also values training never sees; real: scenes on the "
+        "real photos held out of training)",
     )
+    p.add_argument("--photos", type=Path, help=PHOTOS_HELP)
     p.set_defaults(handler=_synth)
 
     p = command("predict", "route local photos (in-process, or through a service with --url)")

@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.train import TrainOptions, train
 
     out = tmp_path_factory.mktemp("tiny_run")
-    options = TrainOptions(out=out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32, batch_size=16)
+    options = TrainOptions(out=out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32, n_real=32, batch_size=16)
     train(replace(options, name="tiny-test-model", version="0.1.2"))
     export_artifacts(out / CHECKPOINT_NAME, out)
     return out
@@ -36,8 +36,11 @@ def test_training_writes_a_card_with_calibration_metrics_and_hashes(tiny_run: Pa
     assert card["classes"] == list(CLASSES)
     assert card["calibration"]["temperature"] > 0
     assert 0.5 <= card["calibration"]["review_threshold"] <= 1.0
-    for split in ("test", "shifted"):
+    for split in ("test", "shifted", "real"):
         assert set(card["metrics"][split]) >= {"accuracy", "per_class", "confusion", "ece", "routing"}
+    photos = card["training"]["data"]["real_photos"]
+    held, seen = ({p["sha256"] for p in photos[side]} for side in ("held_out", "training"))
+    assert held and seen and not held & seen and len(photos["digest"]) == 64
     for name in (CHECKPOINT_NAME, ONNX_NAME):
         assert card["artifacts"][name]["sha256"] == sha256_file(tiny_run / name)
     assert [row["name"] for row in card["layers"]] == list(NetworkConfig().stage_names)
@@ -268,7 +271,9 @@ def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: py
     real_train = training.train
 
     def small(options: training.TrainOptions, config: NetworkConfig) -> dict:
-        tiny = training.TrainOptions(out=options.out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32)
+        tiny = training.TrainOptions(
+            out=options.out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32, n_real=32
+        )
         return real_train(replace(tiny, batch_size=16, crack_weight=options.crack_weight), config)
 
     monkeypatch.setattr(training, "train", small)
