@@ -51,6 +51,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from model.card import CARD_NAME
+    from model.report import write_report
+
+    if not (args.model / CARD_NAME).is_file() or not (args.model / "triage_checkpoint.npz").is_file():
+        print(f"triage report: {args.model} holds no trained model (model_card.json and checkpoint)", file=sys.stderr)
+        return 2
+    print(f"wrote {write_report(args.model)}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from export.pipeline import ExportError, export_artifacts
 
@@ -157,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of generated general_returns training photos that are intact twins of the damaged photos",
     )
     p.set_defaults(handler=_train)
+
+    p = sub.add_parser("report", help="write report.html beside a trained model: curves, errors, calibration")
+    p.add_argument(
+        "--model", type=Path, default=DEFAULT_ARTIFACTS, help="the model's folder (default: %(default)s)"
+    )
+    p.set_defaults(handler=_report)
 
     p = sub.add_parser("export", help="write and check the ONNX model, update the model card")
     p.add_argument("--checkpoint", type=Path)
