@@ -34,6 +34,7 @@ SPLIT_OFFSETS = {
     "train": 0, "val": 1_000_000_000, "test": 2_000_000_000, "shifted": 3_000_000_000, "real": 4_000_000_000,
 }  # fmt: skip
 IMAGE_SUFFIXES = PHOTO_SUFFIXES  # what the service accepts
+FOLDER_FRACTIONS = (0.7, 0.15, 0.15)  # how a photo folder splits into train, val and test (by class, seeded)
 OTHER_IMAGE_SUFFIXES = {".bmp", ".gif", ".tif", ".tiff", ".avif"}  # reported as skipped: the service refuses them
 
 
@@ -47,6 +48,7 @@ class ArrayDataset:
     labels: np.ndarray  # int64 (N,)
     source: str
     crack_cells: np.ndarray | None = None  # float32 (N, S / CELL_PX, S / CELL_PX) crack pixels; None: unknown
+    names: tuple[str, ...] | None = None  # each photo's file, relative to the folder it was read from; None: generated
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -181,7 +183,7 @@ def image_folder(root: Path, spec: Preprocessing) -> tuple[ArrayDataset, list[tu
 
     Unreadable files are skipped and returned with the reason, so the caller can report them.
     """
-    pixels, labels, skipped = [], [], []
+    pixels, labels, names, skipped = [], [], [], []
     for path, label in _class_files(root):
         if path.suffix.lower() in OTHER_IMAGE_SUFFIXES:
             skipped.append((path, "not JPEG, PNG, WebP or HEIC/HEIF, which is all the service accepts"))
@@ -189,6 +191,7 @@ def image_folder(root: Path, spec: Preprocessing) -> tuple[ArrayDataset, list[tu
         try:
             pixels.append(prepare(path.read_bytes(), spec).pixels)
             labels.append(label)
+            names.append(str(path.relative_to(root)))
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
             skipped.append((path, f"{type(exc).__name__}: {exc}"))
     empty = [name for k, name in enumerate(CLASSES) if k not in labels]
@@ -196,7 +199,8 @@ def image_folder(root: Path, spec: Preprocessing) -> tuple[ArrayDataset, list[tu
         raise DataError(f"no readable photos in {[str(root / name) for name in empty]} ({len(skipped)} unreadable)")
     size = spec.size
     stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
-    return ArrayDataset(stacked, np.asarray(labels, dtype=np.int64), f"folder:{root}"), skipped
+    labels_array = np.asarray(labels, dtype=np.int64)
+    return ArrayDataset(stacked, labels_array, f"folder:{root}", names=tuple(names)), skipped
 
 
 def stratified_split(data: ArrayDataset, fractions: tuple[float, ...], seed: int) -> tuple[ArrayDataset, ...]:
@@ -212,5 +216,6 @@ def stratified_split(data: ArrayDataset, fractions: tuple[float, ...], seed: int
     for chunks in parts:
         idx = np.sort(np.concatenate(chunks))
         cells = None if data.crack_cells is None else data.crack_cells[idx]
-        out.append(ArrayDataset(data.pixels[idx], data.labels[idx], data.source, cells))
+        names = None if data.names is None else tuple(data.names[i] for i in idx)
+        out.append(ArrayDataset(data.pixels[idx], data.labels[idx], data.source, cells, names))
     return tuple(out)

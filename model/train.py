@@ -19,11 +19,11 @@ from tqdm import tqdm
 
 from model.allocator import reuse_freed_memory
 from model.augment import apply, draw
-from model.card import CARD_NAME, CHECKPOINT_NAME, RETRAINED_NAME, retrained_version, sha256_file, write_card
+from model.card import CARD_NAME, CHECKPOINT_NAME, RETRAINED_NAME, read_card, retrained_version, sha256_file, write_card
 from model.checkpoint import save_checkpoint
 from model.config import CLASSES, NetworkConfig, Preprocessing
 from model.crack_supervision import crack_head, crack_targets, describe
-from model.data import ArrayDataset, DataError, image_folder, stratified_split, synthetic_split
+from model.data import FOLDER_FRACTIONS, ArrayDataset, DataError, image_folder, stratified_split, synthetic_split
 from model.metrics import (
     choose_temperature,
     classification_report,
@@ -34,6 +34,7 @@ from model.metrics import (
 )
 from model.network import TriageNet, build_network, state_to_numpy
 from model.preprocess import normalize
+from model.report import write_report
 from model.synth.real_photos import PhotoSet, PhotoSetError, resolve_photos
 from model.train_hardware import training_device, training_precision
 from model.weak_model import warnings_banner, weak_model_warnings
@@ -110,7 +111,7 @@ def _load_data(opts: TrainOptions, spec: Preprocessing) -> tuple[dict[str, Array
         for path, why in skipped:
             log.warning("skipped unreadable %s (%s)", path, why)
         print(f"{opts.data}: {len(full)} photos, {len(skipped)} unreadable skipped")
-        train, val, test = stratified_split(full, (0.7, 0.15, 0.15), opts.seed)
+        train, val, test = stratified_split(full, FOLDER_FRACTIONS, opts.seed)
         splits = {"train": train, "val": val, "test": test}
         short = {name: CLASSES[k] for name, part in splits.items() for k in range(len(CLASSES)) if k not in part.labels}
         if short:
@@ -178,7 +179,7 @@ def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, ep
     stale = 0
     for epoch in range(1, epochs + 1):
         net.train()
-        total, crack_total, seen = 0.0, 0.0, 0
+        total, crack_total, seen, correct = 0.0, 0.0, 0, 0
         batches = training_batches(splits["train"], spec, opts.batch_size, generator)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
         for x, y, cells in bar:
@@ -188,6 +189,7 @@ def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, ep
                 logits, maps = net.forward_stages(x.contiguous(memory_format=torch.channels_last))
             loss = loss_fn(logits.float(), y)
             total += float(loss.detach()) * len(y)
+            correct += int((logits.detach().argmax(1) == y).sum())
             if crack is not None and cells is not None:
                 targets = crack_targets(cells, net.config).to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -203,7 +205,15 @@ def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, ep
         val_labels = splits["val"].labels
         val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_labels)))
         val_acc = float((val_logits.argmax(1) == val_labels).mean())
-        history.append({"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss, "val_accuracy": val_acc})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / seen,
+                "train_accuracy": correct / seen,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+            }
+        )
         if crack is not None:
             history[-1]["train_crack_loss"] = crack_total / seen
         print(f"epoch {epoch}: train loss {total / seen:.4f}  val loss {val_loss:.4f}  val acc {val_acc:.4f}")
@@ -316,9 +326,11 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
     }
     write_card(opts.out / CARD_NAME, card)
     print(f"wrote {checkpoint} and {opts.out / CARD_NAME} ({card['name']} {card['version']}) in {seconds:.0f} s")
+    report = write_report(opts.out, splits)
+    print(f"wrote {report}: curves, confusion, reliability, coverage and the photos it gets wrong")
     if warnings:
         print(warnings_banner(warnings), file=sys.stderr)
-    return card
+    return read_card(opts.out / CARD_NAME)
 
 
 def temperature_summary(chosen: dict[str, Any]) -> str:

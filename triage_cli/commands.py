@@ -78,6 +78,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from model.card import CARD_NAME, CHECKPOINT_NAME
+    from model.report import write_report
+
+    if not (args.model / CARD_NAME).is_file() or not (args.model / CHECKPOINT_NAME).is_file():
+        print(
+            f"triage report: {args.model} holds no trained model ({CARD_NAME} and {CHECKPOINT_NAME})", file=sys.stderr
+        )
+        return 2
+    print(f"wrote {write_report(args.model)}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from export.pipeline import ExportError, export_artifacts
 
@@ -216,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--photos", type=Path, help=PHOTOS_HELP)
     p.set_defaults(handler=_train)
+
+    p = command("report", "write report.html beside a trained model: curves, errors, calibration, hard photos")
+    p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACTS, help="the trained model's folder")
+    p.set_defaults(handler=_report)
 
     p = command("export", "write and check the ONNX model, update the model card")
     p.add_argument("--checkpoint", type=Path, help="the checkpoint to export (default: triage_checkpoint.npz in --out)")

@@ -180,9 +180,8 @@ def test_photos_dir_builds_the_real_split_on_its_own_held_out_photos(tmp_path: P
 
 
 def test_a_missing_or_empty_photo_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from triage_cli.commands import main
-
     from model.train import TrainOptions, train
+    from triage_cli.commands import main
 
     with pytest.raises(PhotoSetError, match="no such folder"):
         folder_photos(tmp_path / "absent")

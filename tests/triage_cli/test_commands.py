@@ -43,7 +43,7 @@ def rendered_help(parser: argparse.ArgumentParser, action: argparse.Action) -> s
 
 def test_every_option_of_every_command_has_help_and_shows_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
     parsers = subcommands(build_parser())
-    assert set(parsers) == {"train", "export", "parity", "synth", "predict", "serve", "explain"}
+    assert set(parsers) == {"train", "export", "parity", "synth", "predict", "serve", "explain", "report"}
     parsers["parity"] = parity_parser(monkeypatch)
     checked = 0
     for name, parser in parsers.items():

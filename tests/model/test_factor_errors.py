@@ -1,11 +1,11 @@
-"""bench/errors_by_factor.py's tally: error rates per class, factor and value."""
+"""model.factor_errors: error rates per class, factor and value."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench.errors_by_factor import error_rates, split_factors
+from model.factor_errors import error_rates, split_factors
 from model.synth import sample_factors
 
 
