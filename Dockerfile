@@ -95,7 +95,7 @@ RUN groupadd --system --gid 10001 triage \
         --shell /usr/sbin/nologin triage
 COPY --from=venv-cpu /opt/venv /opt/venv
 WORKDIR /app
-COPY artifacts/triage.onnx artifacts/model_card.json /app/artifacts/
+COPY artifacts/triage.onnx artifacts/model_card.json artifacts/report.html /app/artifacts/
 # HOME=/tmp: ONNX Runtime keeps a small cache under $HOME, and /tmp is the one writable path under Kubernetes'
 # read-only root file system (the user has no home directory).
 ENV PATH=/opt/venv/bin:$PATH \
@@ -117,7 +117,7 @@ RUN groupadd --system --gid 10001 triage \
         --shell /usr/sbin/nologin triage
 COPY --from=venv-gpu /opt/venv /opt/venv
 WORKDIR /app
-COPY artifacts/triage.onnx artifacts/model_card.json /app/artifacts/
+COPY artifacts/triage.onnx artifacts/model_card.json artifacts/report.html /app/artifacts/
 # HOME=/tmp: ONNX Runtime keeps a small cache under $HOME, and /tmp is the one writable path under Kubernetes'
 # read-only root file system (the user has no home directory).
 ENV PATH=/opt/venv/bin:$PATH \

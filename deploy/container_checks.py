@@ -3,6 +3,7 @@ SmokeFailure with the reason."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mimetypes
 import subprocess
@@ -81,7 +82,13 @@ def check_model(base_url: str, headers: dict[str, str]) -> str:
     metrics = httpx.get(f"{base_url}/metrics", timeout=10)
     if metrics.status_code != 200 or 'provider="CPUExecutionProvider"' not in metrics.text:
         raise SmokeFailure(f"/metrics answered {metrics.status_code} without the triage_model provider series")
-    return f"/v1/model and /metrics name {model['provider']} ({model.get('name')} {model.get('version')})"
+    report = httpx.get(f"{base_url}/v1/model/report", headers=headers, timeout=10)
+    if report.status_code != 200 or hashlib.sha256(report.content).hexdigest() != model["report"]["sha256"]:
+        raise SmokeFailure(f"/v1/model/report answered {report.status_code}, not the report the card records")
+    return (
+        f"/v1/model and /metrics name {model['provider']} ({model.get('name')} {model.get('version')}); "
+        "/v1/model/report serves the card's report"
+    )
 
 
 PROCESS_IDS = (

@@ -32,6 +32,7 @@ def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("random_model")
     net = build_network(seed=0).eval()
     export_onnx(net, out / ONNX_NAME, {"name": "random-test-model", "version": "0.0.0"})
+    (out / "report.html").write_text("<!doctype html><title>Training report: random-test-model</title><p>untrained")
     write_card(
         out / "model_card.json",
         {
@@ -42,6 +43,7 @@ def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "network": net.config.to_dict(),
             "calibration": {"temperature": 1.0, "review_threshold": 0.6},
             "artifacts": {ONNX_NAME: {"sha256": sha256_file(out / ONNX_NAME)}},
+            "report": {"file": "report.html", "sha256": sha256_file(out / "report.html")},
         },
     )
     return out

@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 
 from service.explain.options import DEFAULT_CHANNELS, DEPRECATED_FORMATS, MAPS, MAX_CHANNELS
 from service.http.api_schemas import Schema, body_schemas, ref
+from service.http.report import REPORT_PATH
 from service.inference.explain_api import EXPLAIN_PATH
 from service.inference.route_api import ROUTE_PATH
 
@@ -63,6 +64,7 @@ def _errors(*statuses: int) -> Schema:
         401: "missing or wrong API key",
         413: "too many bytes, pixels or photos",
         415: "not a supported image type, or a body that is neither multipart/form-data nor JSON, or is compressed",
+        404: "the model has no training report that matches its card",
         422: "an image that cannot be decoded",
         503: "not now, retry after Retry-After: the model is still loading, the endpoint's queue is full, an inference"
         " worker was lost with the request, or the service is shutting down",
@@ -143,6 +145,19 @@ def _operations(max_images: int, layers: Sequence[str] | None) -> dict[str, Sche
                 "responses": {"200": _json(ref("ModelInfo"), "the model being served"), **_errors(401, 503, 504)},
             }
         },
+        REPORT_PATH: {
+            "get": {
+                "summary": "The served model's training report: one self-contained HTML page",
+                "operationId": "model_report",
+                "responses": {
+                    "200": {
+                        "description": "curves, confusion, reliability, coverage and the photos the model gets wrong",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401, 404, 504),
+                },
+            }
+        },
         HEALTH_PATH: {
             "get": {
                 "summary": "Readiness: 200 once every inference worker has loaded and warmed up the model",
@@ -171,7 +186,7 @@ def openapi_schema(
     """The app's OpenAPI document with the service's operations described as they really are."""
     schema = get_openapi(title="Ticket-photo triage", version=app.version, routes=app.routes)
     schema.setdefault("components", {}).setdefault("schemas", {}).update(body_schemas(max_images))
-    protected = {ROUTE_PATH, EXPLAIN_PATH, MODEL_PATH}
+    protected = {ROUTE_PATH, EXPLAIN_PATH, MODEL_PATH, REPORT_PATH}
     if api_key:
         schema["components"]["securitySchemes"] = {
             "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

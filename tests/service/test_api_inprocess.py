@@ -332,6 +332,15 @@ def test_model_endpoint(client: TestClient, random_model_dir: Path) -> None:
     assert body["serving"][0]["sha256"] == body["artifacts"]["triage.onnx"]["sha256"]
 
 
+def test_model_report_is_the_file_the_card_records(client: TestClient, random_model_dir: Path) -> None:
+    response = client.get("/v1/model/report", headers={"X-API-Key": KEY})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.content == (random_model_dir / "report.html").read_bytes()
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert client.get("/v1/model/report").status_code == 401  # the same key as the rest of /v1
+
+
 def test_metrics_after_traffic(client: TestClient, photos: dict[str, bytes]) -> None:
     assert post(client, ("a.jpg", photos["jpeg"]), ("x.txt", b"text")).status_code == 200
     assert post(client, ("a.jpg", photos["jpeg"]), key=None).status_code == 401

@@ -245,8 +245,34 @@ async function explain(file) {
   }
 }
 
+// The report needs the API key like the rest of /v1, which a plain link cannot send: fetch it, then show it.
+async function openReport(event) {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  const shown = window.open("", "_blank");
+  try {
+    const response = await fetch("/v1/model/report", { headers: key ? { "X-API-Key": key } : {} });
+    if (!response.ok) {
+      const text = await response.text();
+      let detail = text;
+      try {
+        detail = JSON.parse(text).detail || text;
+      } catch {
+        // not JSON: keep the text
+      }
+      throw new Error(`The service answered ${response.status}: ${detail}`);
+    }
+    const url = URL.createObjectURL(new Blob([await response.text()], { type: "text/html" }));
+    if (shown) shown.location = url;
+  } catch (error) {
+    if (shown) shown.close();
+    showError(`Training report: ${error.message}`);
+  }
+}
+
 function setUp() {
   $("api-key").value = sessionStorage.getItem(KEY_STORE) || "";
+  $("report-link").addEventListener("click", openReport);
   const input = $("file");
   const drop = $("drop");
   input.addEventListener("change", () => {

@@ -266,3 +266,25 @@ def test_the_headline_says_where_a_photo_leans_and_the_threshold_it_missed(
     headline = page.inner_text("#summary p:nth-child(2)")
     assert headline == f"Route: {expected}", headline
     page.close()
+
+
+def test_the_report_link_opens_the_served_models_training_report(service: str, browser: Any) -> None:
+    """The link sends the API key (a plain link could not) and shows the report the card records; without the key
+    it says why instead of opening a 401."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(service + "/")
+    page.fill("#api-key", "wrong-key")
+    with context.expect_page() as opened:
+        page.click("#report-link")
+    page.wait_for_selector("#error:not([hidden])", timeout=PATIENCE_MS)
+    assert "401" in page.inner_text("#error")
+    assert opened.value.is_closed()  # no empty tab is left behind
+
+    page.fill("#api-key", KEY)
+    with context.expect_page() as opened:
+        page.click("#report-link")
+    report = opened.value
+    report.wait_for_function("document.title.startsWith('Training report')", timeout=PATIENCE_MS)
+    assert "random-test-model" in report.title()
+    context.close()
