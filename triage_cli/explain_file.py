@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from model.config import LOGITS_NAME
 from service.explain.explainer import Explainer
 from service.explain.options import DEFAULT_CHANNELS, ExplainOptions
 from service.inference.engine import load_engine
@@ -67,7 +66,7 @@ def explain_file(file: Path, out: Path, *, model: Path, erf: bool = True, channe
         print(f"{file}: error {exc.status}: {exc.message}", file=sys.stderr)
         return 1
     outputs = engine.infer(prepared.tensor[None], engine.output_names)
-    decision = engine.decide(outputs[LOGITS_NAME])[0]
+    decision = engine.decisions(outputs)[0]
     explainer = Explainer.from_onnx(Path(model))
     result = explainer.explain(
         prepared, {k: v[0] for k, v in outputs.items()}, decision, ExplainOptions(channels=channels, erf=erf)

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from model.config import LOGITS_NAME
 from model.preprocess import PHOTO_SUFFIXES
 from service.inference.engine import load_engine
 from service.inference.intake import IntakeError, IntakeLimits, read_photo
@@ -37,9 +36,9 @@ def _route_local(files: Sequence[Path], model: Path) -> list[dict[str, Any]]:
             results.append({"file": str(path), "error": {"status": exc.status, "message": exc.message}})
             continue
         t0 = time.perf_counter()
-        logits = engine.infer(prepared.tensor[np.newaxis])[LOGITS_NAME]
+        outputs = engine.infer(prepared.tensor[np.newaxis], engine.route_outputs)
         inference = time.perf_counter() - t0
-        decision = engine.decide(logits)[0]
+        decision = engine.decisions(outputs)[0]
         results.append(
             {
                 "file": str(path),

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from model.config import LOGITS_NAME
+from model.familiarity import UNFAMILIARITY_NAME
 from model.preprocess import Letterbox, Prepared
 from model.receptive_field import Field, UnclippedBox, stage_fields
 from service.explain import pictures as img
@@ -100,7 +101,7 @@ class Explainer:
 
     def __init__(self, graph: OnnxGraph) -> None:
         self.config = graph.network_config()
-        self.stages = tuple(name for name in graph.outputs if name != LOGITS)
+        self.stages = tuple(name for name in graph.outputs if name not in (LOGITS, UNFAMILIARITY_NAME))
         if self.stages != self.config.stage_names:
             raise ValueError(f"ONNX outputs {self.stages} do not match the network's stages {self.config.stage_names}")
         self.classes = tuple(json.loads(graph.metadata.get("classes", "[]"))) or self.config.preprocessing.classes
@@ -286,4 +287,4 @@ def logit_contributions(weights: np.ndarray, maps: np.ndarray, pool: str) -> np.
 
 def outputs_of(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The stage maps of ``outputs`` (everything but the logits)."""
-    return {name: value for name, value in outputs.items() if name != LOGITS}
+    return {name: value for name, value in outputs.items() if name not in (LOGITS, UNFAMILIARITY_NAME)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from model.config import CLASSES, NEEDS_REVIEW
+from service.inference.routing import REVIEW_REASONS
 
 Schema = dict[str, Any]
 
@@ -27,6 +28,12 @@ def body_schemas(max_images: int) -> Schema:
         "confidence": {"type": "number", "minimum": 0, "maximum": 1},
         "probabilities": ref("Probabilities"),
     }
+    reason = {
+        "type": "string",
+        "enum": list(REVIEW_REASONS),
+        "description": "why the photo needs review: unsure (below the review threshold) or unfamiliar (unlike anything"
+        " the model was trained on); absent when it was routed",
+    }
     number_map = {"type": "object", "additionalProperties": {"type": "number"}}
     box = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}
     cell = {  # a map cell: its receptive field and its own jump-sided square, in photo pixels
@@ -43,7 +50,7 @@ def body_schemas(max_images: int) -> Schema:
         },
         "RoutedPhoto": {
             "type": "object",
-            "properties": {"file": {"type": "string"}, **decision},
+            "properties": {"file": {"type": "string"}, **decision, "reason": reason},
             "required": list(decision),
         },
         "PhotoError": {
@@ -72,6 +79,7 @@ def body_schemas(max_images: int) -> Schema:
             "description": "The ticket's route (screen_damage if any photo is confidently damage) and each photo's",
             "properties": {
                 **decision,
+                "reason": reason,
                 "images": {"type": "array", "items": ref("Photo"), "minItems": 1, "maxItems": max_images},
                 "model": ref("Model"),
                 "device": {"type": "string"},
@@ -86,6 +94,7 @@ def body_schemas(max_images: int) -> Schema:
             "description": "The photo's route and, per layer, what the model computed (boxes in photo pixels)",
             "properties": {
                 **decision,
+                "reason": reason,
                 "review_threshold": {
                     "type": "number",
                     "minimum": 0,

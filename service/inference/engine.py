@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from model.card import CARD_NAME, card_preprocessing, read_card, sha256_file
 from model.config import INPUT_NAME, LOGITS_NAME, Preprocessing
+from model.familiarity import UNFAMILIARITY_NAME
 from service.inference.routing import Decision, calibrated_probabilities, decide
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,20 @@ class TriageEngine:
         gpu_id = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
         self.info = EngineInfo(provider, f"cuda:{gpu_id}" if provider == CUDA else "cpu", actual)
         self.output_names = tuple(o.name for o in self.session.get_outputs())
+        # Abstention on the unfamiliar (model.familiarity): the graph computes each photo's distance, the card holds
+        # the threshold fitted on validation photos. A model without both routes on confidence alone.
+        familiarity = self.card.get("familiarity")
+        self.unfamiliar_above: float | None = None
+        if familiarity is not None:
+            if UNFAMILIARITY_NAME not in self.output_names:
+                raise ModelIntegrityError(
+                    f"the model card fits a familiarity threshold but {self.onnx_path.name} has no "
+                    f"{UNFAMILIARITY_NAME!r} output"
+                )
+            self.unfamiliar_above = float(familiarity["threshold"])
+        self.route_outputs: tuple[str, ...] = (LOGITS_NAME,) + (
+            (UNFAMILIARITY_NAME,) if self.unfamiliar_above is not None else ()
+        )
         log.info("model %s on %s (%s)", self.onnx_path.name, self.info.provider, self.info.device)
 
     def provenance(self) -> dict[str, Any]:
@@ -135,9 +150,17 @@ class TriageEngine:
         values = self.session.run(list(outputs), {INPUT_NAME: batch})
         return dict(zip(outputs, values, strict=True))
 
-    def decide(self, logits: np.ndarray) -> list[Decision]:
+    def decide(self, logits: np.ndarray, unfamiliarity: np.ndarray | None = None) -> list[Decision]:
+        """Routes for ``(N, K)`` logits; with the ``(N,)`` familiarity distances, far photos go to review."""
         probs = calibrated_probabilities(logits, self.temperature)
-        return decide(probs, self.classes, self.threshold)
+        unfamiliar = None
+        if unfamiliarity is not None and self.unfamiliar_above is not None:
+            unfamiliar = np.asarray(unfamiliarity).reshape(-1) > self.unfamiliar_above
+        return decide(probs, self.classes, self.threshold, unfamiliar)
+
+    def decisions(self, outputs: dict[str, np.ndarray]) -> list[Decision]:
+        """Routes from what ``infer(batch, self.route_outputs)`` (or more outputs) returned."""
+        return self.decide(outputs[LOGITS_NAME], outputs.get(UNFAMILIARITY_NAME))
 
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Run the model once per batch size so the first real request does not pay for allocation."""

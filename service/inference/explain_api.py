@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from model.config import LOGITS_NAME
+from model.familiarity import UNFAMILIARITY_NAME
 from model.preprocess import Prepared
 from service.explain.explainer import Explainer
 from service.explain.onnx_weights import read_onnx
@@ -87,7 +88,8 @@ class ExplainAPI(EngineAPI):
             batch_timeout=settings.batch_timeout,
             **engine,
         )
-        self.layer_names = tuple(name for name in read_onnx(settings.model_path).outputs if name != LOGITS_NAME)
+        graph_outputs = read_onnx(settings.model_path).outputs
+        self.layer_names = tuple(name for name in graph_outputs if name not in (LOGITS_NAME, UNFAMILIARITY_NAME))
         self._explainer: Explainer | None = None
 
     def configure_app(self, app: FastAPI) -> None:
@@ -135,7 +137,7 @@ class ExplainAPI(EngineAPI):
             seconds = time.perf_counter() - t0
             metrics().inference_latency.observe(seconds)
             metrics().batch_photos.observe(len(ready))
-            decisions = self.engine.decide(outputs[LOGITS_NAME])
+            decisions = self.engine.decisions(outputs)
             for row, i in enumerate(ready):
                 own = {name: value[row] for name, value in outputs.items()}
                 results[i] = self._one(photos[i], own, decisions[row], seconds)

@@ -21,7 +21,6 @@ import numpy as np
 from fastapi import Depends
 from fastapi.responses import JSONResponse, Response
 
-from model.config import LOGITS_NAME
 from service.http.uploads import TicketUpload
 from service.inference.engine_api import EngineAPI, milliseconds
 from service.inference.intake import IntakeError, read_photo
@@ -108,9 +107,9 @@ class RouteAPI(EngineAPI):
         if where:
             batch = np.stack([tickets[t].items[p] for t, p in where])
             t0 = time.perf_counter()
-            logits = self.engine.infer(batch)[LOGITS_NAME]
+            outputs = self.engine.infer(batch, self.engine.route_outputs)
             seconds = time.perf_counter() - t0
-            for (t, p), decision in zip(where, self.engine.decide(logits), strict=True):
+            for (t, p), decision in zip(where, self.engine.decisions(outputs), strict=True):
                 decisions[t][p] = decision
             m = metrics()
             m.inference_latency.observe(seconds)
@@ -127,6 +126,8 @@ class RouteAPI(EngineAPI):
             if decision is not None:
                 entry.update(decision.to_dict())
                 m.routes.labels(level="photo", route=decision.route).inc()
+                if decision.reason is not None:
+                    m.review_reasons.labels(reason=decision.reason).inc()
                 m.confidence.observe(decision.confidence)
             elif isinstance(item, IntakeError):
                 entry["error"] = item.to_dict()

@@ -17,24 +17,46 @@ def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarr
     return softmax(logits, temperature)
 
 
+UNSURE = "unsure"  # needs_review: the calibrated confidence is below the review threshold
+UNFAMILIAR = "unfamiliar"  # needs_review: the photo lies far from every photo the model was trained on
+REVIEW_REASONS = (UNSURE, UNFAMILIAR)
+
+
 @dataclass(frozen=True)
 class Decision:
     route: str
     confidence: float
     probabilities: dict[str, float]
+    reason: str | None = None  # why a photo needs review (REVIEW_REASONS); None when it was routed
 
     def to_dict(self) -> dict[str, object]:
-        return {"route": self.route, "confidence": self.confidence, "probabilities": self.probabilities}
+        answer: dict[str, object] = {"route": self.route, "confidence": self.confidence}
+        answer["probabilities"] = self.probabilities
+        if self.reason is not None:
+            answer["reason"] = self.reason
+        return answer
 
 
-def decide(probs: np.ndarray, classes: Sequence[str], threshold: float) -> list[Decision]:
-    """Route each row: the top class when its probability reaches ``threshold``, else ``needs_review``."""
+def decide(
+    probs: np.ndarray, classes: Sequence[str], threshold: float, unfamiliar: Sequence[bool] | None = None
+) -> list[Decision]:
+    """Route each row: ``needs_review`` (reason ``unfamiliar``) where ``unfamiliar`` marks it, else the top class
+    when its probability reaches ``threshold``, else ``needs_review`` (reason ``unsure``)."""
+    if unfamiliar is None:
+        unfamiliar = [False] * len(probs)
+    if len(unfamiliar) != len(probs):
+        raise ValueError(f"{len(probs)} probability rows but {len(unfamiliar)} familiarity flags")
     out = []
-    for row in probs:
+    for row, odd in zip(probs, unfamiliar, strict=True):
         top = int(np.argmax(row))
         confidence = float(row[top])
-        route = classes[top] if confidence >= threshold else NEEDS_REVIEW
-        out.append(Decision(route, confidence, {c: float(p) for c, p in zip(classes, row, strict=True)}))
+        probabilities = {c: float(p) for c, p in zip(classes, row, strict=True)}
+        if odd:
+            out.append(Decision(NEEDS_REVIEW, confidence, probabilities, UNFAMILIAR))
+        elif confidence >= threshold:
+            out.append(Decision(classes[top], confidence, probabilities))
+        else:
+            out.append(Decision(NEEDS_REVIEW, confidence, probabilities, UNSURE))
     return out
 
 

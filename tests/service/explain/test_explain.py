@@ -190,7 +190,7 @@ def test_cam_is_exact_and_peaks_where_reported(model: tuple[TriageEngine, Explai
 def test_the_overlay_is_full_colour_on_a_real_explanation() -> None:
     """The shipped model on a damaged-screen photo: the overlay is an RGB PNG with the photo's and the heatmap's
     gradients intact (a 256-colour palette drew them as bands)."""
-    shipped = Path(__file__).resolve().parents[2] / "artifacts" / "triage.onnx"
+    shipped = Path(__file__).resolve().parents[3] / "artifacts" / "triage.onnx"
     model = TriageEngine(shipped, device="cpu"), Explainer.from_onnx(shipped)
     data = render_photo(11, "screen_damage", split="test").encode("JPEG")
     result = explain(model, data, layers=(LAST,), channels=1)

@@ -120,5 +120,7 @@ def test_response_has_the_contract_fields(api: RouteAPI, photos: dict[str, bytes
     assert status == 200
     assert {"route", "confidence", "probabilities", "images", "model", "device"} <= set(body)
     assert set(body["model"]) == {"name", "version", "sha256"}
-    assert set(body["images"][0]) == {"route", "confidence", "probabilities"}
+    photo = body["images"][0]
+    assert set(photo) == {"route", "confidence", "probabilities"} | ({"reason"} if "reason" in photo else set())
+    assert ("reason" in photo) == (photo["route"] == "needs_review")  # every review says why, nothing else does
     assert set(body["timings_ms"]) == {"queue", "decode", "preprocess", "inference"}

@@ -41,3 +41,17 @@ def test_ticket_route_prefers_confident_damage_then_review() -> None:
     only_returns = ticket_decision([_d("general_returns", 0.99), _d("general_returns", 0.93)])
     assert only_returns.route == "general_returns" and only_returns.confidence == 0.93
     assert ticket_decision([]) is None
+
+
+def test_an_unfamiliar_photo_goes_to_review_however_confident_and_says_why() -> None:
+    probs = np.array([[0.999, 0.001], [0.999, 0.001], [0.6, 0.4]])
+    confident, unfamiliar, unsure = decide(probs, CLASSES, 0.9, unfamiliar=[False, True, False])
+    assert (confident.route, confident.reason) == ("screen_damage", None)
+    assert (unfamiliar.route, unfamiliar.reason) == ("needs_review", "unfamiliar")
+    assert unfamiliar.confidence == pytest.approx(0.999)  # the model's view is still reported
+    assert (unsure.route, unsure.reason) == ("needs_review", "unsure")
+    assert "reason" not in confident.to_dict() and unfamiliar.to_dict()["reason"] == "unfamiliar"
+    assert ticket_decision([confident, unfamiliar]).route == "screen_damage"  # damage still reaches the team
+    assert ticket_decision([unfamiliar, decide(probs[2:] * 0 + [0.05, 0.95], CLASSES, 0.9)[0]]).reason == "unfamiliar"
+    with pytest.raises(ValueError, match="3 probability rows but 2"):
+        decide(probs, CLASSES, 0.9, unfamiliar=[True, False])
