@@ -187,3 +187,34 @@ def batchnorm_fold(
     w_folded = w.astype(np.float64) * scale.reshape(f, *([1] * (w.ndim - 1)))
     b_folded = shift * scale + beta.astype(np.float64)
     return w_folded.astype(w.dtype), b_folded.astype(w.dtype)
+
+
+def batchnorm_fold_backward(
+    dw_folded: np.ndarray,
+    db_folded: np.ndarray,
+    w: np.ndarray,
+    gamma: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients through ``batchnorm_fold`` (no conv bias): ``dw' (F, C, KH, KW)``, ``db' (F,)`` ->
+    ``(dw (F, C, KH, KW), dgamma (F,), dbeta (F,))``.
+
+    With ``s = gamma / sqrt(var + eps)``, ``w' = w * s`` and ``b' = beta - mean * s``: ``dw = dw' * s``,
+    ``dgamma = (sum(dw' * w) - db' * mean) / sqrt(var + eps)`` and ``dbeta = db'``. Computed in float64, returned
+    in ``dw'``'s dtype.
+    """
+    f = w.shape[0]
+    if dw_folded.shape != w.shape or db_folded.shape != (f,):
+        raise ValueError(f"folded gradients {dw_folded.shape}, {db_folded.shape} do not match conv weight {w.shape}")
+    for name, vec in (("gamma", gamma), ("mean", mean), ("var", var)):
+        if vec.shape != (f,):
+            raise ValueError(f"batch-norm {name} shape {vec.shape} does not match conv weight shape {w.shape}")
+    dw, db = dw_folded.astype(np.float64), db_folded.astype(np.float64)
+    inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    scale = gamma.astype(np.float64) * inv_std
+    axes = tuple(range(1, w.ndim))
+    dscale = (dw * w.astype(np.float64)).sum(axis=axes) - db * mean.astype(np.float64)
+    out = (dw * scale.reshape(f, *([1] * (w.ndim - 1))), dscale * inv_std, db)
+    return tuple(a.astype(dw_folded.dtype) for a in out)  # type: ignore[return-value]

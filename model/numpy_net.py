@@ -19,6 +19,7 @@ from model.checkpoint import load_checkpoint
 from model.config import NetworkConfig, Stage
 from model.numpy_layers import (
     batchnorm_fold,
+    batchnorm_fold_backward,
     global_avg_pool_backward,
     global_avg_pool_forward,
     global_max_pool_backward,
@@ -124,14 +125,14 @@ class NumpyTriageNet:
                 f"{prefix}.0.weight": (st.channels, in_ch, st.kernel, st.kernel),
                 **{f"{prefix}.1.{k}": (st.channels,) for k in ("weight", "bias", "running_mean", "running_var")},
             }
-            arrays = {k: _take(weights, k, shape) for k, shape in shapes.items()}
+            arrays = {k: take_weight(weights, k, shape) for k, shape in shapes.items()}
             raw = [arrays[f"{prefix}.{k}"].astype(np.float64) for k in ("0.weight", "1.weight", "1.bias")]
             mean, var = (arrays[f"{prefix}.1.{k}"].astype(np.float64) for k in ("running_mean", "running_var"))
             w_f, b_f = batchnorm_fold(raw[0], raw[1], raw[2], mean, var, BN_EPS)
             stages.append(StageParams(st, *(a.astype(dtype) for a in (*raw, mean, var, w_f, b_f))))
             in_ch = st.channels
-        head_w = _take(weights, "head.weight", (config.num_classes, in_ch)).astype(dtype)
-        head_b = _take(weights, "head.bias", (config.num_classes,)).astype(dtype)
+        head_w = take_weight(weights, "head.weight", (config.num_classes, in_ch)).astype(dtype)
+        head_b = take_weight(weights, "head.bias", (config.num_classes,)).astype(dtype)
         return cls(config, tuple(stages), head_w, head_b)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -199,24 +200,8 @@ class NumpyTriageNet:
 
     def backward_to_input(self, trace: Trace, target: LogitTarget | CellTarget) -> np.ndarray:
         """Gradient ``(N, C, H, W)`` of the target (per sample) with respect to the input of ``trace``."""
-        if isinstance(target, LogitTarget):
-            k = trace.logits.shape[1]
-            if not 0 <= target.class_index < k:
-                raise ValueError(f"class_index {target.class_index} out of range for logits shape {trace.logits.shape}")
-            seed = np.zeros_like(trace.logits)
-            seed[:, target.class_index] = 1
-            return self.backward(trace, dlogits=seed).input
-        if target.stage not in trace.maps:
-            raise ValueError(f"unknown stage {target.stage!r}; the network has {list(trace.maps)}")
-        shape = trace.maps[target.stage].shape
-        if not (0 <= target.y < shape[2] and 0 <= target.x < shape[3]):
-            raise ValueError(f"cell ({target.y}, {target.x}) is outside {target.stage} map of shape {shape}")
-        if target.channel is not None and not 0 <= target.channel < shape[1]:
-            raise ValueError(f"channel {target.channel} is outside {target.stage} map of shape {shape}")
-        seed = np.zeros(shape, dtype=self.dtype)
-        channels = slice(None) if target.channel is None else target.channel
-        seed[:, channels, target.y, target.x] = 1
-        return self.backward(trace, dmaps={target.stage: seed}).input
+        dlogits, dmaps = target_seeds(trace.logits, trace.maps, target, self.dtype)
+        return self.backward(trace, dlogits=dlogits, dmaps=dmaps).input
 
     def loss_and_gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Gradients]:
         """Mean softmax cross-entropy of ``x (N, C, H, W)`` against ``labels (N,)`` and all its gradients."""
@@ -229,17 +214,41 @@ class NumpyTriageNet:
         params = {"head.weight": folded["head.weight"], "head.bias": folded["head.bias"]}
         for sp in self.stages:
             name = sp.stage.name
-            dw, db = folded[f"{name}.weight"].astype(np.float64), folded[f"{name}.bias"].astype(np.float64)
-            inv_std = 1.0 / np.sqrt(sp.var.astype(np.float64) + BN_EPS)
-            scale = sp.gamma.astype(np.float64) * inv_std
-            dscale = (dw * sp.weight.astype(np.float64)).sum(axis=(1, 2, 3)) - db * sp.mean.astype(np.float64)
-            params[f"stages.{name}.0.weight"] = (dw * scale[:, None, None, None]).astype(self.dtype)
-            params[f"stages.{name}.1.weight"] = (dscale * inv_std).astype(self.dtype)
-            params[f"stages.{name}.1.bias"] = db.astype(self.dtype)
+            grads = batchnorm_fold_backward(
+                folded[f"{name}.weight"], folded[f"{name}.bias"], sp.weight, sp.gamma, sp.mean, sp.var, BN_EPS
+            )
+            for key, grad in zip(("0.weight", "1.weight", "1.bias"), grads, strict=True):
+                params[f"stages.{name}.{key}"] = grad.astype(self.dtype)
         return params
 
 
-def _take(weights: dict[str, np.ndarray], key: str, shape: tuple[int, ...]) -> np.ndarray:
+def target_seeds(
+    logits: np.ndarray, maps: dict[str, np.ndarray], target: LogitTarget | CellTarget, dtype: np.dtype
+) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None]:
+    """The ``(dlogits, dmaps)`` seed that makes ``backward`` differentiate ``target`` for each sample: a one-hot
+    ``(N, K)`` for a logit, or a one at ``(y, x)`` of one channel (or all channels) of a stage map ``(N, C, H, W)``."""
+    if isinstance(target, LogitTarget):
+        k = logits.shape[1]
+        if not 0 <= target.class_index < k:
+            raise ValueError(f"class_index {target.class_index} out of range for logits shape {logits.shape}")
+        seed = np.zeros_like(logits)
+        seed[:, target.class_index] = 1
+        return seed, None
+    if target.stage not in maps:
+        raise ValueError(f"unknown stage {target.stage!r}; the network has {list(maps)}")
+    shape = maps[target.stage].shape
+    if not (0 <= target.y < shape[2] and 0 <= target.x < shape[3]):
+        raise ValueError(f"cell ({target.y}, {target.x}) is outside {target.stage} map of shape {shape}")
+    if target.channel is not None and not 0 <= target.channel < shape[1]:
+        raise ValueError(f"channel {target.channel} is outside {target.stage} map of shape {shape}")
+    seed = np.zeros(shape, dtype=dtype)
+    channels = slice(None) if target.channel is None else target.channel
+    seed[:, channels, target.y, target.x] = 1
+    return None, {target.stage: seed}
+
+
+def take_weight(weights: dict[str, np.ndarray], key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``weights[key]`` as an array of ``shape``; ValueError naming the key and both shapes otherwise."""
     if key not in weights:
         raise ValueError(f"weights lack {key!r} (expected shape {shape})")
     arr = np.asarray(weights[key])

@@ -1,5 +1,5 @@
-"""ReLU6, residual add and inference batch-norm in NumPy against PyTorch (forward and autograd) and finite
-differences."""
+"""ReLU6, residual add, inference batch-norm and gradients through the batch-norm fold, in NumPy, against PyTorch
+(forward and autograd) and finite differences."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from model.numpy_layers import (
     batchnorm_backward,
+    batchnorm_fold,
+    batchnorm_fold_backward,
     batchnorm_forward,
     relu6_backward,
     relu6_forward,
@@ -131,6 +133,30 @@ def test_backward_passes_match_finite_differences() -> None:
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
 
+@PROPERTY
+@given(groups=st.sampled_from([1, 3]), eps=st.sampled_from([1e-5, 1e-3]), seed=st.integers(0, 2**31 - 1))
+def test_gradients_through_the_fold_match_autograd_of_conv_then_batchnorm(groups: int, eps: float, seed: int) -> None:
+    """The folded convolution's gradients, taken back through the fold, are the checkpoint parameters' gradients:
+    autograd of ``batch_norm(conv2d(x, w))`` in eval mode, plain and depthwise."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3, 5, 5))
+    w = rng.standard_normal((3, 3 // groups, 3, 3))
+    gamma, beta, mean, var = rng.uniform(0.5, 2, 3), rng.standard_normal(3), rng.standard_normal(3), rng.random(3)
+    w_f, b_f = batchnorm_fold(w, gamma, beta, mean, var, eps)
+    out = F.conv2d(torch.tensor(x), torch.tensor(w_f), torch.tensor(b_f), padding=1, groups=groups)
+    dout = rng.standard_normal(tuple(out.shape))
+    wf_t, bf_t = torch.tensor(w_f, requires_grad=True), torch.tensor(b_f, requires_grad=True)
+    F.conv2d(torch.tensor(x), wf_t, bf_t, padding=1, groups=groups).backward(torch.tensor(dout))
+    ours = batchnorm_fold_backward(wf_t.grad.numpy(), bf_t.grad.numpy(), w, gamma, mean, var, eps)
+
+    wt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (w, gamma, beta))
+    conv = F.conv2d(torch.tensor(x), wt, None, padding=1, groups=groups)
+    ref = F.batch_norm(conv, torch.tensor(mean), torch.tensor(var), gt, bt, training=False, eps=eps)
+    ref.backward(torch.tensor(dout))
+    for mine, theirs in zip(ours, (wt, gt, bt), strict=True):
+        np.testing.assert_allclose(mine, theirs.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -146,13 +172,19 @@ def test_backward_passes_match_finite_differences() -> None:
         ),
         (lambda: batchnorm_forward(np.zeros((3, 2)), *(np.zeros(2),) * 4), r"\(N, C, H, W\), got shape \(3, 2\)"),
         (
+            lambda: batchnorm_fold_backward(
+                np.zeros((2, 1, 3, 3)), np.zeros(2), np.zeros((2, 3, 3, 3)), *(np.ones(2),) * 3
+            ),
+            r"folded gradients \(2, 1, 3, 3\), \(2,\) do not match conv weight \(2, 3, 3, 3\)",
+        ),
+        (
             lambda: batchnorm_backward(
                 np.zeros((1, 3, 2, 1)), batchnorm_forward(np.zeros((1, 3, 2, 2)), *(np.ones(3),) * 4)[1]
             ),
             r"dout shape \(1, 3, 2, 1\) does not match batch-norm shape \(1, 3, 2, 2\)",
         ),
     ],
-    ids=["relu6-dout", "residual-shapes", "residual-dout", "bn-params", "bn-ndim", "bn-dout"],
+    ids=["relu6-dout", "residual-shapes", "residual-dout", "bn-params", "bn-ndim", "fold-grads", "bn-dout"],
 )
 def test_wrong_shapes_are_refused_naming_them(call: Callable[[], object], message: str) -> None:
     """A residual of mismatched shapes would otherwise broadcast silently."""
