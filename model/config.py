@@ -247,6 +247,15 @@ NETWORKS = ("scratch", "efficientnet_lite0")
 # a held photo's ImageNet class higher than the torchvision mean / std (tests/model/test_pretrained.py).
 PRETRAINED_MEAN: tuple[float, float, float] = (127 / 255, 127 / 255, 127 / 255)
 PRETRAINED_STD: tuple[float, float, float] = (128 / 255, 128 / 255, 128 / 255)
+PRETRAINED_SIZE = 224  # the backbone's input side: its ImageNet size, and cheaper to serve than 256 (BENCHMARKS)
+
+
+def preprocessing_for(network: str, jpeg_draft: str = "square") -> Preprocessing:
+    """The preprocessing a new model of ``network`` trains with: the scratch network's defaults, or the pretrained
+    weights' normalisation at ``PRETRAINED_SIZE``."""
+    if network == "scratch":
+        return Preprocessing(jpeg_draft=jpeg_draft)
+    return Preprocessing(size=PRETRAINED_SIZE, mean=PRETRAINED_MEAN, std=PRETRAINED_STD, jpeg_draft=jpeg_draft)
 
 
 # The network shipped before the current default: one convolution per stage. The short-budget comparisons in

@@ -54,18 +54,45 @@ class MBConv(nn.Module):
 class EfficientNetLite(nn.Module):
     """``(N, 3, S, S)`` normalised photos -> ``(N, K)`` logits; stage maps via ``forward_stages``."""
 
-    def __init__(self, config: NetworkConfig) -> None:
+    def __init__(self, config: NetworkConfig, backbone: Backbone | None = None) -> None:
+        """``backbone`` replaces ``config.backbone`` (a narrower copy of the same geometry, for tests)."""
         super().__init__()
-        if config.backbone is None:
+        backbone = backbone or config.backbone
+        if backbone is None:
             raise ValueError(f"network {config.network!r} has no pretrained backbone")
         self.config = config
-        backbone: Backbone = config.backbone
         self.stem = ConvBNAct(backbone.stem, backbone.bn_eps)
         self.blocks = nn.ModuleList(MBConv(block, backbone.bn_eps) for block in backbone.blocks)
         self.head = ConvBNAct(backbone.head, backbone.bn_eps)
         self.classifier = nn.Linear(backbone.head.out_channels, config.num_classes)
         # the block index after which each stage's map is taken
         self._stage_ends = {i: block.stage for i, block in enumerate(backbone.blocks)}
+        self.frozen_blocks = 0
+
+    def freeze(self, blocks: int) -> EfficientNetLite:
+        """Fix the stem and the first ``blocks`` blocks: no gradients, and their batch norms stay in eval mode (the
+        running statistics of the pretrained weights) even when the network trains. ``freeze(0)`` frees them all."""
+        if not 0 <= blocks <= len(self.blocks):
+            raise ValueError(f"can freeze 0 to {len(self.blocks)} blocks, got {blocks}")
+        self.frozen_blocks = blocks
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
+        for module in self.trainable_modules():
+            module.requires_grad_(True)
+        return self.train(self.training)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.stem, *self.blocks[: self.frozen_blocks]] if self.frozen_blocks else []
+
+    def trainable_modules(self) -> list[nn.Module]:
+        body = [self.stem, *self.blocks] if not self.frozen_blocks else list(self.blocks[self.frozen_blocks :])
+        return [*body, self.head, self.classifier]
+
+    def train(self, mode: bool = True) -> EfficientNetLite:
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
 
     def forward_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits ``(N, K)`` and every stage's feature map ``(N, C, H, W)`` by stage name (the last block's output of

@@ -19,8 +19,9 @@ def _positive(text: str) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from model.card import CARD_NAME
-    from model.config import NetworkConfig, Preprocessing
+    from model.config import NetworkConfig, preprocessing_for
     from model.data import DataError
+    from model.initialisation import StartError
     from model.train import TrainOptions, train
 
     if (args.out / CARD_NAME).exists() and not args.overwrite:
@@ -41,11 +42,19 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         crack_weight=args.crack_weight,
         twins=args.twins,
+        start_from=args.start_from,
     )
-    preprocessing = Preprocessing(jpeg_draft=args.jpeg_draft)
+    network = args.network or "scratch"
     try:
-        train(options, NetworkConfig(global_pool=args.global_pool, preprocessing=preprocessing))
-    except DataError as exc:
+        preprocessing = preprocessing_for(network, args.jpeg_draft)
+        config = NetworkConfig(network=network, global_pool=args.global_pool, preprocessing=preprocessing)
+    except ValueError as exc:  # a combination the network does not have, e.g. a max-pooled backbone
+        print(f"triage train: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # --from trains the folder's own network and preprocessing; --network, if given, must name it
+        train(options, None if args.start_from and not args.network else config)
+    except (DataError, StartError) as exc:
         print(f"triage train: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -125,6 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the model --out already holds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=_positive, default=None, help="synthetic training photos (default from config)")
+    p.add_argument(
+        "--network",
+        choices=("scratch", "efficientnet_lite0"),
+        default=None,
+        help="scratch (default): the CNN trained from random weights; efficientnet_lite0: the ImageNet-pretrained "
+        "backbone, fine-tuned",
+    )
+    p.add_argument(
+        "--from",
+        dest="start_from",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="fine-tune the model in DIR (e.g. artifacts) instead of starting afresh; keeps its network",
+    )
     p.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp32"),
