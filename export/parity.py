@@ -1,16 +1,18 @@
 """Numerical parity of every engine that runs the triage network, output by output and engine pair by engine pair.
 
-Engines: PyTorch eager (the checkpoint in ``TriageNet``), the NumPy engine, ONNX Runtime on CPU (and on CUDA when a
+Engines: PyTorch eager (the checkpoint's network), the NumPy engine, ONNX Runtime on CPU (and on CUDA when a
 session really runs on it, TF32 off), and ``onnx.reference.ReferenceEvaluator``, compared on the logits and every
 stage map. An element fails only if ``|a - b| > atol`` and ``|a - b| / |b| > rtol`` (``b``: the pair's second
 engine), ``atol = rtol = 1e-5``. ``max rel`` covers the elements with ``|a - b| > atol`` (0 if none); ``ratio`` is
 the largest ``|a - b| / max(atol, rtol |b|)``, above 1 exactly when an element fails.
 
 Every float32 engine rounds, and on a deep network the rounding outgrows 1e-5: EfficientNet-Lite0's maps hold values
-near 80, and PyTorch float32 itself is ~2e-4 from exact arithmetic there. So each output also gets its float32
-floor: the largest ``|PyTorch float32 - exact|``, with the NumPy engine in float64 standing in for exact arithmetic
-(it matches PyTorch float64 to 1e-12). ``within_float32`` holds when every pair differs by at most
-``max(atol, FLOOR_FACTOR x floor)`` (two engines' errors add, so 2x the floor is what two honest engines reach).
+near 80, and each float32 engine is ~2e-4 from exact arithmetic there. So each output also gets its float32 floor:
+the largest difference between the NumPy engine in float32 and the same engine in float64, one function in two
+precisions, so the floor measures rounding alone (a wrong weight or eps would be in both and cancel out of it).
+``within_float32`` holds when every pair differs by at most ``max(atol, FLOOR_FACTOR x floor)``: two engines'
+errors add, and another engine's rounding may exceed NumPy's (PyTorch's reached 1.6x it at the pretrained
+EfficientNet-Lite0's head; its worst pair, ONNX Runtime vs PyTorch there, 3.1x the floor).
 
 CLI: ``triage parity [--json] [--checkpoint P] [--onnx P] [--rule strict|float32]``; exit 0 when all pass (the 1e-5
 rule, or ``within_float32`` with ``--rule float32``), 1 on any failure, 2 on no files.
@@ -43,7 +45,7 @@ ATOL = 1e-5
 RTOL = 1e-5
 DEFAULT_CHECKPOINT = Path("artifacts/triage_checkpoint.npz")
 DEFAULT_ONNX = Path("artifacts/triage.onnx")
-FLOOR_FACTOR = 3.0
+FLOOR_FACTOR = 4.0
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 # The default inputs per network: (rendered photos, stress tensors or None for all 16). ``onnx.reference`` runs
 # EfficientNet-Lite0's convolutions through Python-level im2col at about 2.4 s per 256 px input on 2 cores, so it
@@ -86,7 +88,7 @@ class ParityReport:
     rtol: float
     comparisons: tuple[Comparison, ...]
     notes: tuple[str, ...] = field(default=())
-    floors: tuple[tuple[str, float], ...] = field(default=())  # (output, largest |PyTorch float32 - exact|)
+    floors: tuple[tuple[str, float], ...] = field(default=())  # (output, largest |NumPy float32 - float64|)
 
     @property
     def passed(self) -> bool:
@@ -99,7 +101,7 @@ class ParityReport:
 
     @property
     def within_float32(self) -> bool:
-        """Every pair within ``FLOOR_FACTOR`` times PyTorch float32's own error (or atol); NaN fails."""
+        """Every pair within ``FLOOR_FACTOR`` times float32's own error (or atol); NaN fails."""
         ratios = [self.float32_ratio(c) for c in self.comparisons]
         return len(self.engines) >= 2 and bool(self.floors) and all(r <= 1 for r in ratios)
 
@@ -209,7 +211,7 @@ def _run_engines(
     ckpt: Checkpoint, onnx_path: Path, batch: np.ndarray, providers: Sequence[str], notes: list[str]
 ) -> tuple[dict[str, Outputs], dict[str, float]]:
     """Every engine's logits and stage maps for ``batch (N, C, S, S)``, by engine name, and each output's float32
-    floor (largest ``|PyTorch float32 - NumPy float64|``)."""
+    floor (largest ``|NumPy float32 - NumPy float64|``)."""
     net = load_numpy_state(build_network(ckpt.config), ckpt.weights).eval()
     with torch.no_grad():
         logits, maps = net.forward_stages(torch.from_numpy(batch))
@@ -218,7 +220,7 @@ def _run_engines(
     results["numpy"] = {LOGITS_NAME: np_logits, **np_maps}
     exact_logits, exact_maps = numpy_network(ckpt.config, ckpt.weights, np.float64).forward(batch.astype(np.float64))
     exact = {LOGITS_NAME: exact_logits, **exact_maps}
-    floors = {name: float(np.abs(results["torch"][name] - value).max()) for name, value in exact.items()}
+    floors = {name: float(np.abs(results["numpy"][name] - value).max()) for name, value in exact.items()}
     for provider in providers:
         session = _ort_session(onnx_path, provider)
         label = _ENGINE_NAMES.get(provider, provider)
@@ -289,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rule",
         choices=("strict", "float32"),
         default="strict",
-        help="exit 0 on: every element within 1e-5 (strict), or every pair within 3x PyTorch float32's own error",
+        help="exit 0 on: every element within 1e-5 (strict), or every pair within 4x float32's own error (float32)",
     )
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     for path in (args.checkpoint, args.onnx):

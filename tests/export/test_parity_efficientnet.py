@@ -15,6 +15,7 @@ from export.parity import FLOOR_FACTOR, main, run_parity
 from export.parity_inputs import COMPACT_STRESS, default_inputs
 from model.checkpoint import save_checkpoint
 from model.network import state_to_numpy
+from model.numpy_efficientnet import NumpyEfficientNetLite
 from tests.lite0_nets import calibrated_lite0, lite0_config
 
 SIZE = 64
@@ -36,9 +37,9 @@ def _inputs() -> dict[str, np.ndarray]:
 
 
 def test_every_engine_agrees_on_every_stage_within_float32(exported: tuple[Path, Path]) -> None:
-    """All four engines on every stage and the logits, every pair; each pair within FLOOR_FACTOR times PyTorch
-    float32's own distance from exact arithmetic. That distance is far above 1e-5 on the deep stages (maps of
-    values near 10-20), which is why the strict element rule cannot hold for any float32 pair here."""
+    """All four engines on every stage and the logits, every pair; each pair within FLOOR_FACTOR times float32's own
+    error (NumPy float32 against float64). That error is far above 1e-5 on the deep stages (maps of values near
+    10-20), which is why the strict element rule cannot hold for any float32 pair here."""
     ckpt, model = exported
     inputs = _inputs()
     assert list(inputs) == list(COMPACT_STRESS)
@@ -92,3 +93,24 @@ def test_the_cli_exit_status_follows_the_chosen_rule(
     assert "within float32" in table and ": yes" in table
     assert main(["--checkpoint", str(ckpt), "--onnx", str(model)]) == 1
     assert capsys.readouterr().out.rstrip().endswith("FAIL")
+
+
+def test_a_wrong_numpy_engine_cannot_raise_its_own_floor(
+    exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The floor compares the NumPy engine with itself in two precisions: an engine wrong in both (stage5 on shifted
+    by 3e-3) leaves the floor at rounding size, and exactly its own pairs from stage5 on fail the float32 rule."""
+    forward = NumpyEfficientNetLite.forward
+    shifted = ("stage5", "stage6", "stage7", "head")
+
+    def wrong_forward(self: NumpyEfficientNetLite, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        logits, maps = forward(self, x)
+        return logits, {k: v + np.asarray(3e-3, v.dtype) if k in shifted else v for k, v in maps.items()}
+
+    monkeypatch.setattr(NumpyEfficientNetLite, "forward", wrong_forward)
+    ckpt, model = exported
+    report = run_parity(ckpt, model, _inputs(), providers=["CPUExecutionProvider"])
+    assert all(floor < 1e-3 for floor in dict(report.floors).values())
+    failed = {(c.output, c.a, c.b) for c in report.comparisons if report.float32_ratio(c) > 1}
+    expected = {(c.output, c.a, c.b) for c in report.comparisons if "numpy" in (c.a, c.b) and c.output in shifted}
+    assert expected and failed == expected and not report.within_float32
