@@ -144,11 +144,11 @@ class ParityReport:
                 + ("pass" if c.passed else f"FAIL (worst input: {c.worst_input})")
             )
         lines += [f"note: {n}" for n in self.notes]
+        lines.append(f"strict rule (every element as above): {'PASS' if self.passed else 'FAIL'}")
         lines.append(
-            f"within float32 (every pair within max({self.atol:g}, {FLOOR_FACTOR:g} x fp32 floor)): "
-            + ("yes" if self.within_float32 else "NO")
+            f"float32 rule (every pair within max({self.atol:g}, {FLOOR_FACTOR:g} x fp32 floor)): "
+            + ("PASS" if self.within_float32 else "FAIL")
         )
-        lines.append("PASS" if self.passed else "FAIL")
         return "\n".join(lines)
 
 

@@ -88,7 +88,8 @@ def test_cli_passes_then_fails_when_one_onnx_weight_is_perturbed(
 ) -> None:
     ckpt, model = exported
     assert main(["--checkpoint", str(ckpt), "--onnx", str(model)]) == 0
-    assert "PASS" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "strict rule (every element as above): PASS" in out and "float32 rule" in out
 
     bad = tmp_path / "perturbed.onnx"
     _perturb_one_weight(model, ckpt, bad)
