@@ -15,8 +15,8 @@ as in PyTorch. The padded input is viewed as overlapping windows with ``numpy.li
 
 Arithmetic runs in the inputs' dtype: float32 accumulation meets the 1e-5 export-parity rule on the scratch network
 and stays within float32's own error on EfficientNet-Lite0 (``export.parity``), and float64 inputs give float64
-gradients for finite-difference checks. The only Python loops
-run over kernel offsets (col2im, the grouped products and the max-pool gradient scatter), never over pixels.
+gradients for finite-difference checks. The only Python loops run over kernel offsets (col2im, the grouped
+products and the max-pool gradient scatter), never over pixels.
 """
 
 from __future__ import annotations
