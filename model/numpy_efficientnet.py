@@ -30,9 +30,8 @@ from model.numpy_layers import (
     relu6_forward,
     residual_add_backward,
     residual_add_forward,
-    softmax_cross_entropy,
 )
-from model.numpy_net import CellTarget, Gradients, LogitTarget, take_weight, target_seeds
+from model.numpy_net import Gradients, SeededBackward, checked_seeds, take_weight
 from model.numpy_ops import ConvCache, conv2d_backward, conv2d_forward
 
 
@@ -75,7 +74,7 @@ class LiteTrace:
     classifier: tuple[np.ndarray, np.ndarray]
 
 
-class NumpyEfficientNetLite:
+class NumpyEfficientNetLite(SeededBackward):
     """Eval-mode EfficientNet-Lite: ``(N, 3, H, W)`` float inputs -> ``(N, K)`` logits and stage maps."""
 
     def __init__(
@@ -195,17 +194,9 @@ class NumpyEfficientNetLite:
         self, trace: LiteTrace, dlogits: np.ndarray | None = None, dmaps: dict[str, np.ndarray] | None = None
     ) -> Gradients:
         """Back-propagate ``dlogits (N, K)`` and/or stage-map gradients ``dmaps[name] (N, C, H, W)``."""
-        dmaps = dict(dmaps or {})
-        unknown = set(dmaps) - set(trace.maps)
-        if unknown:
-            raise ValueError(f"unknown stages {sorted(unknown)}; the network has {list(trace.maps)}")
-        for name, grad in dmaps.items():
-            if grad.shape != trace.maps[name].shape:
-                raise ValueError(f"gradient for {name} has shape {grad.shape}, the map is {trace.maps[name].shape}")
+        dmaps = checked_seeds(trace.logits, trace.maps, dlogits, dmaps)
         folded: dict[str, np.ndarray] = {}
         if dlogits is not None:
-            if dlogits.shape != trace.logits.shape:
-                raise ValueError(f"dlogits shape {dlogits.shape} does not match logits shape {trace.logits.shape}")
             dpooled, folded["classifier.weight"], folded["classifier.bias"] = linear_backward(dlogits, trace.classifier)
             dmaps["head"] = dmaps.get("head", 0) + global_avg_pool_backward(dpooled, trace.pool)
         else:
@@ -223,17 +214,6 @@ class NumpyEfficientNetLite:
         if grad is None:
             raise ValueError("backward needs dlogits or at least one stage gradient in dmaps")
         return Gradients(grad, folded, self._unfold(folded))
-
-    def backward_to_input(self, trace: LiteTrace, target: LogitTarget | CellTarget) -> np.ndarray:
-        """Gradient ``(N, C, H, W)`` of the target (per sample) with respect to the input of ``trace``."""
-        dlogits, dmaps = target_seeds(trace.logits, trace.maps, target, self.dtype)
-        return self.backward(trace, dlogits=dlogits, dmaps=dmaps).input
-
-    def loss_and_gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Gradients]:
-        """Mean softmax cross-entropy of ``x (N, C, H, W)`` against ``labels (N,)`` and all its gradients."""
-        trace = self.forward_trace(x)
-        loss, dlogits = softmax_cross_entropy(trace.logits, labels)
-        return loss, self.backward(trace, dlogits=dlogits)
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:

@@ -10,8 +10,10 @@ weight and bias, head).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +96,34 @@ class Gradients:
     params: dict[str, np.ndarray]
 
 
-class NumpyTriageNet:
+class SeededBackward(ABC):
+    """``backward_to_input`` and ``loss_and_gradients``, for any engine with ``forward_trace`` and ``backward``."""
+
+    dtype: np.dtype
+
+    @abstractmethod
+    def forward_trace(self, x: np.ndarray) -> Any:
+        """A forward pass of ``x (N, C, H, W)`` whose result has ``logits (N, K)`` and ``maps`` and feeds backward."""
+
+    @abstractmethod
+    def backward(
+        self, trace: Any, dlogits: np.ndarray | None = None, dmaps: dict[str, np.ndarray] | None = None
+    ) -> Gradients:
+        """Back-propagate ``dlogits (N, K)`` and/or stage-map gradients ``dmaps[name] (N, C, H, W)``."""
+
+    def backward_to_input(self, trace: Any, target: LogitTarget | CellTarget) -> np.ndarray:
+        """Gradient ``(N, C, H, W)`` of the target (per sample) with respect to the input of ``trace``."""
+        dlogits, dmaps = target_seeds(trace.logits, trace.maps, target, self.dtype)
+        return self.backward(trace, dlogits=dlogits, dmaps=dmaps).input
+
+    def loss_and_gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Gradients]:
+        """Mean softmax cross-entropy of ``x (N, C, H, W)`` against ``labels (N,)`` and all its gradients."""
+        trace = self.forward_trace(x)
+        loss, dlogits = softmax_cross_entropy(trace.logits, labels)
+        return loss, self.backward(trace, dlogits=dlogits)
+
+
+class NumpyTriageNet(SeededBackward):
     """Eval-mode triage network: ``(N, 3, S, S)`` float inputs -> ``(N, K)`` logits and stage maps."""
 
     def __init__(
@@ -165,18 +194,10 @@ class NumpyTriageNet:
         self, trace: Trace, dlogits: np.ndarray | None = None, dmaps: dict[str, np.ndarray] | None = None
     ) -> Gradients:
         """Back-propagate ``dlogits (N, K)`` and/or stage-map gradients ``dmaps[name] (N, C, H, W)``."""
-        dmaps = dict(dmaps or {})
-        unknown = set(dmaps) - set(trace.maps)
-        if unknown:
-            raise ValueError(f"unknown stages {sorted(unknown)}; the network has {list(trace.maps)}")
-        for name, grad in dmaps.items():
-            if grad.shape != trace.maps[name].shape:
-                raise ValueError(f"gradient for {name} has shape {grad.shape}, the map is {trace.maps[name].shape}")
+        dmaps = checked_seeds(trace.logits, trace.maps, dlogits, dmaps)
         folded: dict[str, np.ndarray] = {}
         last = self.stages[-1].stage.name
         if dlogits is not None:
-            if dlogits.shape != trace.logits.shape:
-                raise ValueError(f"dlogits shape {dlogits.shape} does not match logits shape {trace.logits.shape}")
             dpooled, folded["head.weight"], folded["head.bias"] = linear_backward(dlogits, trace.head)
             pool_backward = global_max_pool_backward if self.config.global_pool == "max" else global_avg_pool_backward
             dmaps[last] = dmaps.get(last, 0) + pool_backward(dpooled, trace.pool)  # type: ignore[arg-type]
@@ -198,17 +219,6 @@ class NumpyTriageNet:
             raise ValueError("backward needs dlogits or at least one stage gradient in dmaps")
         return Gradients(grad, folded, self._unfold(folded))
 
-    def backward_to_input(self, trace: Trace, target: LogitTarget | CellTarget) -> np.ndarray:
-        """Gradient ``(N, C, H, W)`` of the target (per sample) with respect to the input of ``trace``."""
-        dlogits, dmaps = target_seeds(trace.logits, trace.maps, target, self.dtype)
-        return self.backward(trace, dlogits=dlogits, dmaps=dmaps).input
-
-    def loss_and_gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Gradients]:
-        """Mean softmax cross-entropy of ``x (N, C, H, W)`` against ``labels (N,)`` and all its gradients."""
-        trace = self.forward_trace(x)
-        loss, dlogits = softmax_cross_entropy(trace.logits, labels)
-        return loss, self.backward(trace, dlogits=dlogits)
-
     def _unfold(self, folded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Chain rule through ``w' = w * s``, ``b' = beta - mean * s``, ``s = gamma / sqrt(var + eps)``."""
         params = {"head.weight": folded["head.weight"], "head.bias": folded["head.bias"]}
@@ -220,6 +230,26 @@ class NumpyTriageNet:
             for key, grad in zip(("0.weight", "1.weight", "1.bias"), grads, strict=True):
                 params[f"stages.{name}.{key}"] = grad.astype(self.dtype)
         return params
+
+
+def checked_seeds(
+    logits: np.ndarray,
+    maps: dict[str, np.ndarray],
+    dlogits: np.ndarray | None,
+    dmaps: dict[str, np.ndarray] | None,
+) -> dict[str, np.ndarray]:
+    """A copy of the stage seeds ``dmaps`` after checking them and ``dlogits`` against a trace's ``logits (N, K)``
+    and ``maps`` (names and shapes); ValueError naming both shapes otherwise."""
+    dmaps = dict(dmaps or {})
+    unknown = set(dmaps) - set(maps)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; the network has {list(maps)}")
+    for name, grad in dmaps.items():
+        if grad.shape != maps[name].shape:
+            raise ValueError(f"gradient for {name} has shape {grad.shape}, the map is {maps[name].shape}")
+    if dlogits is not None and dlogits.shape != logits.shape:
+        raise ValueError(f"dlogits shape {dlogits.shape} does not match logits shape {logits.shape}")
+    return dmaps
 
 
 def target_seeds(

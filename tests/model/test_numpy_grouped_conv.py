@@ -3,8 +3,6 @@ differences."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 import torch
@@ -13,22 +11,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from model.numpy_ops import conv2d_backward, conv2d_forward
+from tests.finite_differences import numeric_grad
 
 PROPERTY = settings(max_examples=60, deadline=None)
-
-
-def _numeric_grad(f: Callable[[], float], arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences of the scalar ``f()`` with respect to every element of ``arr`` (modified in place)."""
-    grad = np.zeros_like(arr)
-    for idx in np.ndindex(arr.shape):
-        keep = arr[idx]
-        arr[idx] = keep + eps
-        hi = f()
-        arr[idx] = keep - eps
-        lo = f()
-        arr[idx] = keep
-        grad[idx] = (hi - lo) / (2 * eps)
-    return grad
 
 
 def _torch_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, case: dict) -> torch.Tensor:
@@ -117,7 +102,7 @@ def test_backward_matches_finite_differences(
     dout = rng.standard_normal(out.shape)
     analytic = conv2d_backward(dout, cache)
     for arr, grad in zip((x, w, b), analytic, strict=True):
-        numeric = _numeric_grad(lambda: float((conv2d_forward(x, w, b, **geometry)[0] * dout).sum()), arr)
+        numeric = numeric_grad(lambda: float((conv2d_forward(x, w, b, **geometry)[0] * dout).sum()), arr)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-7)
 
 

@@ -22,22 +22,10 @@ from model.numpy_layers import (
     residual_add_backward,
     residual_add_forward,
 )
+from tests.finite_differences import numeric_grad
 
 PROPERTY = settings(max_examples=40, deadline=None)
 SHAPES = st.lists(st.integers(1, 4), min_size=4, max_size=4).map(tuple)
-
-
-def _numeric_grad(f: Callable[[], float], arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    grad = np.zeros_like(arr)
-    for idx in np.ndindex(arr.shape):
-        keep = arr[idx]
-        arr[idx] = keep + eps
-        hi = f()
-        arr[idx] = keep - eps
-        lo = f()
-        arr[idx] = keep
-        grad[idx] = (hi - lo) / (2 * eps)
-    return grad
 
 
 @PROPERTY
@@ -115,21 +103,19 @@ def test_backward_passes_match_finite_differences() -> None:
     x[np.abs(x) < 0.01] += 0.1  # keep clear of the kinks, where the central difference straddles them
     x[np.abs(x - 6) < 0.01] += 0.1
     dout = rng.standard_normal(x.shape)
-    numeric = _numeric_grad(lambda: float((relu6_forward(x)[0] * dout).sum()), x)
+    numeric = numeric_grad(lambda: float((relu6_forward(x)[0] * dout).sum()), x)
     np.testing.assert_allclose(relu6_backward(dout, relu6_forward(x)[1]), numeric, rtol=1e-6, atol=1e-8)
 
     skip = rng.standard_normal(x.shape)
     grads = residual_add_backward(dout, residual_add_forward(x, skip)[1])
     for arr, grad in zip((x, skip), grads, strict=True):
-        numeric = _numeric_grad(lambda: float((residual_add_forward(x, skip)[0] * dout).sum()), arr)
+        numeric = numeric_grad(lambda: float((residual_add_forward(x, skip)[0] * dout).sum()), arr)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
     gamma, beta, mean, var = rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal(3), rng.random(3)
     grads = batchnorm_backward(dout, batchnorm_forward(x, gamma, beta, mean, var, 1e-3)[1])
     for arr, grad in zip((x, gamma, beta), grads, strict=True):
-        numeric = _numeric_grad(
-            lambda: float((batchnorm_forward(x, gamma, beta, mean, var, 1e-3)[0] * dout).sum()), arr
-        )
+        numeric = numeric_grad(lambda: float((batchnorm_forward(x, gamma, beta, mean, var, 1e-3)[0] * dout).sum()), arr)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
 
