@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from model.config import INPUT_NAME, LOGITS_NAME
-from model.network import TriageNet
+from model.network import Network
 
 __all__ = ["INPUT_NAME", "LOGITS_NAME", "OPSET", "export_onnx", "output_names"]
 
@@ -20,7 +20,7 @@ OPSET = 18
 class _StagesAndLogits(nn.Module):
     """Returns ``(logits, stage1, ..., stageN)`` so every stage is a named ONNX output."""
 
-    def __init__(self, net: TriageNet) -> None:
+    def __init__(self, net: Network) -> None:
         super().__init__()
         self.net = net
 
@@ -29,11 +29,11 @@ class _StagesAndLogits(nn.Module):
         return (logits, *maps.values())
 
 
-def output_names(net: TriageNet) -> list[str]:
+def output_names(net: Network) -> list[str]:
     return [LOGITS_NAME, *net.config.stage_names]
 
 
-def export_onnx(net: TriageNet, path: Path, metadata: dict[str, str]) -> onnx.ModelProto:
+def export_onnx(net: Network, path: Path, metadata: dict[str, str]) -> onnx.ModelProto:
     """Write ``net`` (eval mode) to ``path``: dynamic batch axis, opset ``OPSET``, checked, metadata attached.
 
     ``metadata`` values must be strings (JSON for structured values); the preprocessing spec and class names

@@ -15,23 +15,23 @@ from export.onnx_export import OPSET, export_onnx
 from model.card import CARD_NAME, ONNX_NAME, read_card, sha256_file, write_card
 from model.checkpoint import load_checkpoint
 from model.config import INPUT_NAME, LOGITS_NAME
-from model.network import TriageNet, build_network, load_numpy_state
+from model.network import Network, build_network, load_numpy_state
 
 
-def load_torch_model(checkpoint: Path) -> TriageNet:
+def load_torch_model(checkpoint: Path) -> Network:
     """The checkpoint's network in PyTorch, eval mode."""
     ckpt = load_checkpoint(checkpoint)
     return load_numpy_state(build_network(ckpt.config), ckpt.weights).eval()
 
 
-def layer_table(net: TriageNet) -> list[dict[str, Any]]:
+def layer_table(net: Network) -> list[dict[str, Any]]:
     """Per stage: output shape at the model's input size and the receptive field (size, jump, start)."""
     from model.receptive_field import table
 
     return [asdict(row) for row in table(net.config)]
 
 
-def max_logit_difference(net: TriageNet, onnx_path: Path, batch: np.ndarray) -> float:
+def max_logit_difference(net: Network, onnx_path: Path, batch: np.ndarray) -> float:
     """max |logits(PyTorch) - logits(ONNX Runtime CPU)| on ``batch`` ``(N, 3, S, S)``."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (onnx_logits,) = session.run([LOGITS_NAME], {INPUT_NAME: batch})

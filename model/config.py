@@ -107,6 +107,157 @@ class LayerGeometry:
     dilation: int = 1
 
 
+@dataclass(frozen=True)
+class ConvBN:
+    """``conv(kernel, stride, padding kernel // 2, groups, no bias) -> batch-norm [-> ReLU6]``.
+
+    Its weights are ``{name}.conv.weight`` ``(out, in / groups, k, k)`` and ``{name}.bn.{weight,bias,running_mean,
+    running_var,num_batches_tracked}``. ``groups == in_channels == out_channels`` is a depthwise convolution.
+    """
+
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel: int = 1
+    stride: int = 1
+    groups: int = 1
+    relu6: bool = True
+
+    @property
+    def padding(self) -> int:
+        return self.kernel // 2
+
+    def geometry(self, stage: str) -> LayerGeometry:
+        return LayerGeometry(self.name, stage, "conv", self.kernel, self.stride, self.padding)
+
+
+@dataclass(frozen=True)
+class InvertedResidual:
+    """An MBConv block ``name`` (``blocks.i``) of stage group ``stage``: ``[expand 1x1 -> BN -> ReLU6] -> depthwise
+    kxk/stride -> BN -> ReLU6 -> project 1x1 -> BN`` (no activation), plus the input when ``residual``.
+
+    The expansion is left out when ``expand == 1`` (no ``{name}.expand`` weights).
+    """
+
+    name: str
+    stage: str
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    expand: int
+
+    @property
+    def hidden(self) -> int:
+        return self.in_channels * self.expand
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+    def convs(self) -> tuple[ConvBN, ...]:
+        """The block's convolutions in order: ``expand`` (if any), ``depthwise``, ``project``."""
+        hidden = self.hidden
+        expand = (ConvBN(f"{self.name}.expand", self.in_channels, hidden),) if self.expand != 1 else ()
+        return (
+            *expand,
+            ConvBN(f"{self.name}.depthwise", hidden, hidden, self.kernel, self.stride, groups=hidden),
+            ConvBN(f"{self.name}.project", hidden, self.out_channels, relu6=False),
+        )
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A mobile backbone: ``stem`` (stage ``"stem"``), inverted-residual ``blocks`` (stages ``stage1``...), ``head``
+    (a 1x1 ConvBN, stage ``"head"``); then a global average pool and the linear ``classifier`` (weights
+    ``classifier.weight`` ``(K, C)``, ``classifier.bias``). Every batch-norm uses ``bn_eps``.
+    """
+
+    name: str
+    stem: ConvBN
+    blocks: tuple[InvertedResidual, ...]
+    head: ConvBN
+    bn_eps: float = 1e-3
+
+    def units(self) -> tuple[tuple[str, ConvBN], ...]:
+        """Every ConvBN in execution order with its stage name (residual adds are not listed)."""
+        return (
+            ("stem", self.stem),
+            *((block.stage, conv) for block in self.blocks for conv in block.convs()),
+            ("head", self.head),
+        )
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return ("stem", *dict.fromkeys(b.stage for b in self.blocks), "head")
+
+    def stage_channels(self) -> dict[str, int]:
+        out = {"stem": self.stem.out_channels}
+        out.update({b.stage: b.out_channels for b in self.blocks})
+        return {**out, "head": self.head.out_channels}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Backbone:
+        return cls(
+            name=str(data["name"]),
+            stem=ConvBN(**data["stem"]),
+            blocks=tuple(InvertedResidual(**b) for b in data["blocks"]),
+            head=ConvBN(**data["head"]),
+            bn_eps=float(data["bn_eps"]),
+        )
+
+
+# (repeats, kernel, stride of the first block, expansion, output channels) per stage group of EfficientNet-Lite0.
+LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+
+
+def efficientnet_lite0(in_channels: int = 3) -> Backbone:
+    """EfficientNet-Lite0: stem 3x3/2 to 32 channels, 16 inverted-residual blocks, 1x1 head to 1280 channels."""
+    blocks: list[InvertedResidual] = []
+    channels = 32
+    for group, (repeats, kernel, stride, expand, out) in enumerate(LITE0_STAGES, start=1):
+        for r in range(repeats):
+            blocks.append(
+                InvertedResidual(
+                    f"blocks.{len(blocks)}", f"stage{group}", channels, out, kernel, stride if r == 0 else 1, expand
+                )
+            )
+            channels = out
+    return Backbone(
+        name="efficientnet_lite0",
+        stem=ConvBN("stem", in_channels, 32, kernel=3, stride=2),
+        blocks=tuple(blocks),
+        head=ConvBN("head", channels, 1280),
+    )
+
+
+NETWORKS = ("scratch", "efficientnet_lite0")
+# The normalisation the pretrained weights were trained with (TensorFlow's 127 / 128 for the Lite models); it scores
+# a held photo's ImageNet class higher than the torchvision mean / std (tests/model/test_pretrained.py).
+PRETRAINED_MEAN: tuple[float, float, float] = (127 / 255, 127 / 255, 127 / 255)
+PRETRAINED_STD: tuple[float, float, float] = (128 / 255, 128 / 255, 128 / 255)
+PRETRAINED_SIZE = 224  # the backbone's input side: its ImageNet size, and cheaper to serve than 256 (BENCHMARKS)
+
+
+def preprocessing_for(network: str, jpeg_draft: str = "square") -> Preprocessing:
+    """The preprocessing a new model of ``network`` trains with: the scratch network's defaults, or the pretrained
+    weights' normalisation at ``PRETRAINED_SIZE``."""
+    if network == "scratch":
+        return Preprocessing(jpeg_draft=jpeg_draft)
+    return Preprocessing(size=PRETRAINED_SIZE, mean=PRETRAINED_MEAN, std=PRETRAINED_STD, jpeg_draft=jpeg_draft)
+
+
 # The network shipped before the current default: one convolution per stage. The short-budget comparisons in
 # docs/BENCHMARKS.md were measured with it and keep it as their base (``bench/short_runs.py``).
 SIX_STAGES: tuple[Stage, ...] = (
@@ -123,11 +274,15 @@ GLOBAL_POOLS = ("avg", "max")
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """The CNN: named stages, then a global pool over space and a linear head.
+    """The CNN: ``network`` names the architecture; then a global pool over space and a linear head.
 
-    ``global_pool`` is ``"avg"`` (global average pooling, the shipped model) or ``"max"`` (each channel's largest
-    response anywhere in the photo). Max learns faster on short budgets and ends level with the average on the full
-    one (``bench/global_pool.py`` and ``docs/BENCHMARKS.md``).
+    ``network="scratch"``: the from-scratch CNN of named ``stages`` (conv -> BN -> ReLU [-> max-pool]). ``global_pool``
+    is ``"avg"`` (global average pooling, the shipped model) or ``"max"`` (each channel's largest response anywhere in
+    the photo). Max learns faster on short budgets and ends level with the average on the full one
+    (``bench/global_pool.py`` and ``docs/BENCHMARKS.md``).
+
+    ``network="efficientnet_lite0"``: the ImageNet-pretrained ``backbone`` (``efficientnet_lite0()``), whose stages
+    are ``stem``, ``stage1``..``stage7`` and ``head``; ``stages`` is then empty and the pool is the average.
     """
 
     stages: tuple[Stage, ...] = (
@@ -144,17 +299,39 @@ class NetworkConfig:
     num_classes: int = len(CLASSES)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     global_pool: str = "avg"
+    network: str = "scratch"
 
     def __post_init__(self) -> None:
+        if self.network not in NETWORKS:
+            raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
         if self.global_pool not in GLOBAL_POOLS:
             raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {self.global_pool!r}")
+        if self.network != "scratch":
+            if self.global_pool != "avg":
+                raise ValueError(f"the {self.network} network pools by average, got global_pool={self.global_pool!r}")
+            object.__setattr__(self, "stages", ())  # the backbone's stages are fixed by its pretrained weights
+
+    @property
+    def backbone(self) -> Backbone | None:
+        """The pretrained architecture, or None for the from-scratch network."""
+        return efficientnet_lite0(self.in_channels) if self.network == "efficientnet_lite0" else None
 
     @property
     def stage_names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.stages)
+        backbone = self.backbone
+        return backbone.stage_names if backbone else tuple(s.name for s in self.stages)
+
+    def stage_channels(self) -> dict[str, int]:
+        """Output channels of each stage's map, by stage name, in order."""
+        backbone = self.backbone
+        return backbone.stage_channels() if backbone else {s.name: s.channels for s in self.stages}
 
     def layers(self) -> tuple[LayerGeometry, ...]:
-        """Every spatial layer in order (ReLU and batch-norm are pointwise and do not change geometry)."""
+        """Every spatial layer in order (ReLU, ReLU6, batch-norm and residual adds are pointwise or join two paths
+        whose fields nest, so they do not change the maximal geometry); 1x1 convolutions are listed too."""
+        backbone = self.backbone
+        if backbone:
+            return tuple(conv.geometry(stage) for stage, conv in backbone.units())
         out: list[LayerGeometry] = []
         for s in self.stages:
             out.append(LayerGeometry(f"{s.name}.conv", s.name, "conv", s.kernel, s.stride, s.padding, s.dilation))
@@ -163,20 +340,29 @@ class NetworkConfig:
         return tuple(out)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
+            "network": self.network,
             "stages": [asdict(s) for s in self.stages],
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
             "preprocessing": self.preprocessing.to_dict(),
             "global_pool": self.global_pool,
         }
+        backbone = self.backbone
+        if backbone:
+            out["backbone"] = backbone.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
-        return cls(
+        config = cls(
             stages=tuple(Stage(**s) for s in data["stages"]),
             in_channels=int(data["in_channels"]),
             num_classes=int(data["num_classes"]),
             preprocessing=Preprocessing.from_dict(data["preprocessing"]),
             global_pool=str(data.get("global_pool", "avg")),  # artifacts written before the field existed averaged
+            network=str(data.get("network", "scratch")),  # ... and were the from-scratch network
         )
+        if "backbone" in data and Backbone.from_dict(data["backbone"]) != config.backbone:
+            raise ValueError(f"the recorded {config.network} architecture differs from the one this code builds")
+        return config

@@ -29,7 +29,7 @@ POS_WEIGHT = 3.0  # a damaged photo's crack covers about 9 of the 64 cells, an i
 def crack_targets(cells: torch.Tensor, config: NetworkConfig) -> torch.Tensor:
     """``(N, S / CELL_PX, S / CELL_PX)`` crack pixels per input cell -> ``(N, 1, h, w)`` 0/1 targets for the last
     stage's ``h x w`` map."""
-    field = stage_fields(config)[config.stages[-1].name]
+    field = stage_fields(config)[config.stage_names[-1]]
     h, w = field.out_size
     if field.jump % CELL_PX:
         raise ValueError(f"the last stage's stride {field.jump} is not a multiple of the {CELL_PX} px crack cell")
@@ -63,7 +63,7 @@ def crack_head(config: NetworkConfig, weight: float, cells: np.ndarray | None) -
         raise ValueError(f"the crack-location loss weight must be >= 0, got {weight}")
     if weight == 0 or cells is None:
         return None
-    return CrackHead(config.stages[-1].channels)
+    return CrackHead(config.stage_channels()[config.stage_names[-1]])
 
 
 def describe(head: CrackHead | None, weight: float) -> dict[str, Any]:

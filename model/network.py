@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from model.config import NetworkConfig, Stage
+from model.efficientnet import EfficientNetLite
 
 
 def _stage_block(stage: Stage, in_channels: int) -> nn.Sequential:
@@ -55,19 +56,36 @@ class TriageNet(nn.Module):
         return self.forward_stages(x)[0]
 
 
-def build_network(config: NetworkConfig | None = None, seed: int | None = None) -> TriageNet:
-    """A freshly initialised network; ``seed`` makes the initial weights reproducible."""
+Network = TriageNet | EfficientNetLite  # both give ``forward_stages(x) -> (logits, {stage: map})`` and ``config``
+
+
+def build_network(config: NetworkConfig | None = None, seed: int | None = None, pretrained: bool = False) -> Network:
+    """The network ``config.network`` names, freshly initialised; ``seed`` makes the initial weights reproducible.
+
+    ``pretrained`` loads the published ImageNet weights into a backbone (``model.pretrained``; the classifier stays
+    freshly initialised); the from-scratch network has none and refuses it.
+    """
     if seed is not None:
         torch.manual_seed(seed)
-    return TriageNet(config)
+    config = config or NetworkConfig()
+    if config.network == "scratch":
+        if pretrained:
+            raise ValueError("the scratch network has no pretrained weights")
+        return TriageNet(config)
+    net = EfficientNetLite(config)
+    if pretrained:
+        from model.pretrained import load_imagenet
+
+        load_imagenet(net)
+    return net
 
 
-def state_to_numpy(net: TriageNet) -> dict[str, np.ndarray]:
+def state_to_numpy(net: Network) -> dict[str, np.ndarray]:
     """The network's ``state_dict`` as float32/int64 NumPy arrays (for ``model.checkpoint``)."""
     return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
 
 
-def load_numpy_state(net: TriageNet, weights: dict[str, np.ndarray]) -> TriageNet:
+def load_numpy_state(net: Network, weights: dict[str, np.ndarray]) -> Network:
     """Load NumPy weights (from ``model.checkpoint``) into ``net``; names must match exactly."""
     net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}, strict=True)
     return net

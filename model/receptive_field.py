@@ -169,7 +169,7 @@ def cell_field_in_photo(config: NetworkConfig, stage: str, y: int, x: int, lette
 
 def table(config: NetworkConfig) -> list[TableRow]:
     """Per-stage rows (name, output shape for the configured input size, r, jump, start) for the model card."""
-    channels = {s.name: s.channels for s in config.stages}
+    channels = config.stage_channels()
     return [
         TableRow(name, (channels[name], *f.out_size), f.size, f.jump, f.start)
         for name, f in stage_fields(config).items()

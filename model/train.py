@@ -20,10 +20,11 @@ from tqdm import tqdm
 from model.allocator import reuse_freed_memory
 from model.augment import apply, draw
 from model.card import CARD_NAME, CHECKPOINT_NAME, RETRAINED_NAME, read_card, retrained_version, sha256_file, write_card
-from model.checkpoint import save_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import CLASSES, NetworkConfig, Preprocessing
 from model.crack_supervision import crack_head, crack_targets, describe
 from model.data import FOLDER_FRACTIONS, ArrayDataset, DataError, image_folder, stratified_split, synthetic_split
+from model.initialisation import StartError, checkpoint_path, start_network
 from model.metrics import (
     choose_temperature,
     classification_report,
@@ -32,7 +33,7 @@ from model.metrics import (
     routing_report,
     softmax,
 )
-from model.network import TriageNet, build_network, state_to_numpy
+from model.network import Network, state_to_numpy
 from model.preprocess import normalize
 from model.report import write_report
 from model.synth.real_photos import PhotoSet, PhotoSetError, resolve_photos
@@ -53,7 +54,7 @@ class TrainOptions:
     n_test: int = 2000
     n_shifted: int = 1000
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float | None = None  # None: model.initialisation's rate for where training starts
     weight_decay: float = 5e-4
     patience: int = 6
     target_precision: float = 0.99
@@ -66,10 +67,14 @@ class TrainOptions:
     version: str | None = None  # the card's version; None: the UTC time training started (model.card)
     photos: Path | None = None  # real photographs for the generator (model.synth.real_photos); None: the Debian set
     n_real: int = 1000  # photos of the ``real`` split, built on real photographs held out of training
+    start_from: Path | None = None  # a model folder (or checkpoint) to fine-tune instead of a fresh network
 
 
 DEFAULT_EPOCHS = 14
 DEFAULT_N_TRAIN = 24000
+# The pretrained backbone is fine-tuned: fewer photos and passes reach its accuracy (docs/BENCHMARKS.md).
+PRETRAINED_EPOCHS = 3
+PRETRAINED_N_TRAIN = 6000
 
 
 def training_batches(
@@ -93,7 +98,7 @@ def training_batches(
         yield x, torch.from_numpy(data.labels[idx]), cells
 
 
-def predict_logits(net: TriageNet, data: ArrayDataset, spec: Preprocessing, batch: int = 256) -> np.ndarray:
+def predict_logits(net: Network, data: ArrayDataset, spec: Preprocessing, batch: int = 256) -> np.ndarray:
     """Eval-time logits ``(N, K)``; inputs are normalised by ``model.preprocess.normalize``, as in serving."""
     net.eval()
     device = next(net.parameters()).device
@@ -105,7 +110,9 @@ def predict_logits(net: TriageNet, data: ArrayDataset, spec: Preprocessing, batc
     return np.concatenate(out).astype(np.float64)
 
 
-def _load_data(opts: TrainOptions, spec: Preprocessing) -> tuple[dict[str, ArrayDataset], dict[str, Any]]:
+def _load_data(
+    opts: TrainOptions, spec: Preprocessing, default_n_train: int
+) -> tuple[dict[str, ArrayDataset], dict[str, Any]]:
     if opts.data is not None:
         full, skipped = image_folder(opts.data, spec)
         for path, why in skipped:
@@ -122,7 +129,7 @@ def _load_data(opts: TrainOptions, spec: Preprocessing) -> tuple[dict[str, Array
             )
         description = {"kind": "image_folder", "root": str(opts.data), "skipped_unreadable": len(skipped)}
     else:
-        n_train = DEFAULT_N_TRAIN if opts.n_train is None else opts.n_train
+        n_train = default_n_train if opts.n_train is None else opts.n_train
         sizes = {"train": n_train, "val": opts.n_val, "test": opts.n_test, "shifted": opts.n_shifted}
         sizes["real"] = opts.n_real
         photos = _real_photos(opts.photos)
@@ -158,21 +165,21 @@ def _real_photos(folder: Path | None) -> PhotoSet:
     return photos
 
 
-def _fit(net: TriageNet, splits: dict[str, ArrayDataset], opts: TrainOptions, epochs: int) -> dict[str, Any]:
+def _fit(net: Network, splits: dict[str, ArrayDataset], opts: TrainOptions, epochs: int, lr: float) -> dict[str, Any]:
     spec = net.config.preprocessing
     generator = torch.Generator().manual_seed(opts.seed)
     steps_per_epoch = len(splits["train"]) // opts.batch_size
     crack = crack_head(net.config, opts.crack_weight, splits["train"].crack_cells)
     if crack is not None:
         crack.to(next(net.parameters()).device, memory_format=torch.channels_last)
-    params = list(net.parameters()) + (list(crack.parameters()) if crack is not None else [])
-    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    params = [p for p in net.parameters() if p.requires_grad] + (list(crack.parameters()) if crack else [])
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=opts.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=opts.lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
+        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.02)
     device = next(net.parameters()).device
-    last_stage = net.config.stages[-1].name
+    last_stage = net.config.stage_names[-1]
     bf16 = training_precision(opts.precision, device) == "bf16"
     best: tuple[float, dict[str, torch.Tensor], int] | None = None
     history = []
@@ -239,20 +246,30 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
     torch.set_num_threads(os.cpu_count() or 1)
+    if opts.start_from is not None:  # the model to fine-tune brings its own network and preprocessing
+        if not checkpoint_path(opts.start_from).is_file():
+            raise StartError(f"--from {opts.start_from}: no {CHECKPOINT_NAME} there (give a model folder)")
+        base = load_checkpoint(checkpoint_path(opts.start_from)).config
+        if config is not None and config.network != base.network:
+            raise StartError(f"--from {opts.start_from} holds a {base.network} network, not {config.network}")
+        config = base
     config = config or NetworkConfig()
+    fresh_scratch = config.network == "scratch" and opts.start_from is None
     spec = config.preprocessing
-    epochs = DEFAULT_EPOCHS if opts.epochs is None else opts.epochs
+    epochs = (DEFAULT_EPOCHS if fresh_scratch else PRETRAINED_EPOCHS) if opts.epochs is None else opts.epochs
     if epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
-    splits, data_description = _load_data(opts, spec)
+    splits, data_description = _load_data(opts, spec, DEFAULT_N_TRAIN if fresh_scratch else PRETRAINED_N_TRAIN)
     data_seconds = time.perf_counter() - started
     if len(splits["train"]) < opts.batch_size:  # a small folder trains in smaller batches
         print(f"{len(splits['train'])} training photos: batches of {len(splits['train'])} instead of {opts.batch_size}")
         opts = replace(opts, batch_size=len(splits["train"]))
 
     device = training_device(opts.device)
-    net = build_network(config, seed=opts.seed).to(device, memory_format=torch.channels_last)
-    fit = _fit(net, splits, opts, epochs)
+    start = start_network(config, opts.seed, opts.start_from)
+    lr = start.lr if opts.lr is None else opts.lr
+    net = start.net.to(device, memory_format=torch.channels_last)
+    fit = _fit(net, splits, opts, epochs, lr)
 
     val_logits = predict_logits(net, splits["val"], spec)
     chosen = choose_temperature(val_logits, splits["val"].labels)
@@ -292,7 +309,7 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
         "fitted_on": "val",
     }
     warnings = weak_model_warnings(metrics, calibration)
-    meta = {"calibration": calibration, "seed": opts.seed}
+    meta = {"calibration": calibration, "seed": opts.seed, "initialisation": start.record}
     if "real_photos" in data_description:
         meta["real_photos_digest"] = data_description["real_photos"]["digest"]
     save_checkpoint(checkpoint, config, state_to_numpy(net), meta)
@@ -306,12 +323,13 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
         "parameters": int(sum(p.numel() for p in net.parameters())),
         "calibration": calibration,
         "training": {
+            "initialisation": start.record,
             "data": data_description,
             "started_at": started_at.isoformat(timespec="seconds"),
             "seed": opts.seed,
             "epochs": epochs,
             **fit,
-            "optimizer": f"AdamW(lr={opts.lr}, weight_decay={opts.weight_decay}), OneCycle schedule",
+            "optimizer": f"AdamW(lr={lr}, weight_decay={opts.weight_decay}), OneCycle schedule",
             "batch_size": opts.batch_size,
             "precision": training_precision(opts.precision, device),
             "device": device.type,

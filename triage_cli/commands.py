@@ -36,8 +36,9 @@ def _positive(text: str) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from model.card import CARD_NAME
-    from model.config import NetworkConfig, Preprocessing
+    from model.config import NetworkConfig, preprocessing_for
     from model.data import DataError
+    from model.initialisation import StartError
     from model.train import TrainOptions, train
 
     if (args.out / CARD_NAME).exists() and not args.overwrite:
@@ -61,11 +62,19 @@ def _train(args: argparse.Namespace) -> int:
         name=args.name,
         version=args.version,
         photos=args.photos,
+        start_from=args.start_from,
     )
-    preprocessing = Preprocessing(jpeg_draft=args.jpeg_draft)
+    network = args.network or "scratch"
     try:
-        card = train(options, NetworkConfig(global_pool=args.global_pool, preprocessing=preprocessing))
-    except DataError as exc:
+        preprocessing = preprocessing_for(network, args.jpeg_draft)
+        config = NetworkConfig(network=network, global_pool=args.global_pool, preprocessing=preprocessing)
+    except ValueError as exc:  # a combination the network does not have, e.g. a max-pooled backbone
+        print(f"triage train: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # --from trains the folder's own network and preprocessing; --network, if given, must name it
+        card = train(options, None if args.start_from and not args.network else config)
+    except (DataError, StartError) as exc:
         print(f"triage train: {exc}", file=sys.stderr)
         return 2
     if card["warnings"] and not args.allow_weak:
@@ -175,12 +184,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="ImageFolder tree DIR/screen_damage/*, DIR/general_returns/* (default: generated photos)",
     )
-    p.add_argument("--epochs", type=_positive, default=None, help="at most this many epochs (default: 14)")
+    p.add_argument(
+        "--epochs",
+        type=_positive,
+        default=None,
+        help="at most this many epochs (default: 14 from scratch, 3 from pretrained weights)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS, help="folder for the checkpoint and model card")
     p.add_argument("--overwrite", action="store_true", help="replace the model --out already holds")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated photos, the split and the weights")
     p.add_argument(
-        "--n-train", type=_positive, default=None, help="generated training photos (default: 24000; not with --data)"
+        "--n-train",
+        type=_positive,
+        default=None,
+        help="generated training photos (default: 24000 from scratch, 6000 from pretrained weights; not with --data)",
+    )
+    p.add_argument(
+        "--network",
+        choices=("scratch", "efficientnet_lite0"),
+        default=None,
+        help="scratch (default): the CNN trained from random weights; efficientnet_lite0: the ImageNet-pretrained "
+        "backbone, fine-tuned",
+    )
+    p.add_argument(
+        "--from",
+        dest="start_from",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="fine-tune the model in DIR (e.g. artifacts) instead of starting afresh; keeps its network (default: "
+        "start afresh)",
     )
     p.add_argument("--name", default=RETRAINED_NAME, help="the model's name in its card, /v1/model and every answer")
     p.add_argument(

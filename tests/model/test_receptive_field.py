@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from model.config import SIX_STAGES, NetworkConfig, Preprocessing, Stage
-from model.network import TriageNet
+from model.config import SIX_STAGES, ConvBN, NetworkConfig, Preprocessing, Stage
+from model.efficientnet import EfficientNetLite
+from model.network import TriageNet, build_network
 from model.preprocess import letterbox_geometry, prepare
 from model.receptive_field import (
     ClippedBox,
@@ -324,3 +326,107 @@ def test_photo_boxes_use_full_resolution_coordinates_with_jpeg_draft_decoding(or
     cx = min((ix - f1.first_edge) // f1.jump, f1.out_size[1] - 1)
     clipped = cell_field_in_photo(config, "stage1", cy, cx, prepared.geometry).clipped
     assert clipped.x0 <= mark_x < clipped.x1 and clipped.y0 <= mark_y < clipped.y1
+
+
+LITE0 = NetworkConfig(network="efficientnet_lite0", preprocessing=Preprocessing(size=64))
+
+
+def narrow_linear_lite0(seed: int) -> EfficientNetLite:
+    """EfficientNet-Lite0's exact block structure (expansions, depthwise kernels and strides, residual adds) at an
+    eighth of the width, in float64, with ReLU6 removed and random signed weights: a linear network whose gradient
+    support is the union of its paths' fields (see ``geometry_proxy``), residual paths included."""
+    backbone = LITE0.backbone
+    assert backbone is not None
+
+    def eighth(unit: ConvBN) -> ConvBN:
+        return replace(unit, in_channels=unit.in_channels // 8, out_channels=unit.out_channels // 8)
+
+    narrow = replace(
+        backbone,
+        stem=replace(eighth(backbone.stem), in_channels=3),
+        blocks=tuple(
+            replace(b, in_channels=b.in_channels // 8, out_channels=b.out_channels // 8) for b in backbone.blocks
+        ),
+        head=eighth(backbone.head),
+    )
+    assert [b.residual for b in narrow.blocks] == [b.residual for b in backbone.blocks]
+    net = EfficientNetLite(LITE0, narrow).double().eval()
+    gen = torch.Generator().manual_seed(seed)
+    for module in net.modules():
+        if isinstance(module, torch.nn.ReLU6):
+            module.forward = lambda x: x  # type: ignore[method-assign]
+        if isinstance(module, torch.nn.Conv2d):
+            with torch.no_grad():
+                w = torch.rand(module.weight.shape, generator=gen, dtype=torch.float64) + 0.5
+                module.weight.copy_(w * (torch.randint(0, 2, w.shape, generator=gen) * 2 - 1))
+    return net
+
+
+def stage_supports(
+    net: EfficientNetLite, x: torch.Tensor, cells: dict[str, list[tuple[int, int]]]
+) -> dict[tuple[str, int, int], np.ndarray]:
+    """One forward pass; per requested stage cell, the boolean ``(H, W)`` input pixels its channel sum depends on."""
+    x = x.clone().requires_grad_(True)
+    _, maps = net.forward_stages(x)
+    out = {}
+    for stage, where in cells.items():
+        for y, x_ in where:
+            (grad,) = torch.autograd.grad(maps[stage][0, :, y, x_].sum(), x, retain_graph=True)
+            out[stage, y, x_] = (grad[0] != 0).any(dim=0).numpy()
+    return out
+
+
+def test_lite0_boxes_equal_the_gradient_support_through_its_blocks() -> None:
+    """The analytic field of every Lite0 stage (``config.layers()``, residual adds not enlarging it) against the
+    gradient support of the real block structure made linear: clipped boxes at 64 px for corner and centre cells,
+    and each stage's centre cell unclipped, on an input grown by ``margin`` pixels on every side."""
+    size = LITE0.preprocessing.size
+    fields = stage_fields(LITE0)
+    margin = 448
+    assert all(margin % f.jump == 0 and margin >= -f.first_edge for f in fields.values())
+    net = narrow_linear_lite0(seed=0)
+    small = torch.randn(1, 3, size, size, dtype=torch.float64)
+    supports = stage_supports(net, small, {stage: probe_cells(f.out_size) for stage, f in fields.items()})
+    for (stage, y, x), support in supports.items():
+        assert np.array_equal(support, box_mask((size, size), cell_field(LITE0, stage, y, x).clipped)), (stage, y, x)
+    big = torch.randn(1, 3, size + 2 * margin, size + 2 * margin, dtype=torch.float64)
+    centres = {stage: (f.out_size[0] // 2, f.out_size[1] // 2) for stage, f in fields.items()}
+    shifted = {
+        stage: [(y + margin // fields[stage].jump, x + margin // fields[stage].jump)]
+        for stage, (y, x) in centres.items()
+    }
+    grown = stage_supports(net, big, shifted)
+    for stage, (y, x) in centres.items():
+        box = cell_field(LITE0, stage, y, x).box
+        support = grown[(stage, *shifted[stage][0])]
+        assert np.array_equal(support, box_mask(support.shape, ClippedBox(box.x0, box.y0, box.x1, box.y1), margin)), (
+            stage
+        )
+
+
+def test_pretrained_lite0_gradient_support_stays_inside_the_box() -> None:
+    """With ReLU6 and the ImageNet weights, an input's support is non-empty and inside the analytic box."""
+    torch.manual_seed(2)
+    net = build_network(LITE0, pretrained=True).eval()
+    size = LITE0.preprocessing.size
+    cells = {stage: probe_cells(f.out_size)[:3] for stage, f in stage_fields(LITE0).items()}
+    for (stage, y, x), union in stage_supports(net, torch.randn(1, 3, size, size), cells).items():
+        clipped = box_mask((size, size), cell_field(LITE0, stage, y, x).clipped)
+        assert union.any() and not (union & ~clipped).any(), (stage, y, x)
+
+
+def test_lite0_table_follows_the_recurrences_by_hand() -> None:
+    """Every kernel is centred (padding k // 2), so start stays 0.5; r grows by (k - 1) x jump at each depthwise
+    conv."""
+    rows = table(NetworkConfig(network="efficientnet_lite0", preprocessing=Preprocessing(size=224)))
+    assert [(r.name, r.shape, r.size, r.jump, r.start) for r in rows] == [
+        ("stem", (32, 112, 112), 3, 2, 0.5),
+        ("stage1", (16, 112, 112), 7, 2, 0.5),  # 3 + 2 x 2
+        ("stage2", (24, 56, 56), 19, 4, 0.5),  # 7 + 2 x 2 = 11 (stride 2), 11 + 2 x 4
+        ("stage3", (40, 28, 28), 67, 8, 0.5),  # 19 + 4 x 4 = 35, 35 + 4 x 8
+        ("stage4", (80, 14, 14), 147, 16, 0.5),  # 67 + 2 x 8 = 83, + 2 x 16 twice
+        ("stage5", (112, 14, 14), 339, 16, 0.5),  # 147 + 3 x (4 x 16)
+        ("stage6", (192, 7, 7), 787, 32, 0.5),  # 339 + 4 x 16 = 403, + 3 x (4 x 32)
+        ("stage7", (320, 7, 7), 851, 32, 0.5),  # 787 + 2 x 32
+        ("head", (1280, 7, 7), 851, 32, 0.5),  # 1x1
+    ]

@@ -72,13 +72,15 @@ def test_synth_help_names_its_defaults(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_defaults_said_in_words_are_the_real_ones() -> None:
     """Where the help says a default in words (the value is chosen later), it says the value the code uses."""
-    from model.train import DEFAULT_EPOCHS, DEFAULT_N_TRAIN
+    from model.train import DEFAULT_EPOCHS, DEFAULT_N_TRAIN, PRETRAINED_EPOCHS, PRETRAINED_N_TRAIN
     from service.settings import Settings
 
     parsers = subcommands(build_parser())
     train = {a.dest: rendered_help(parsers["train"], a) for a in parsers["train"]._actions}
-    assert f"(default: {DEFAULT_EPOCHS})" in train["epochs"]
-    assert f"(default: {DEFAULT_N_TRAIN};" in train["n_train"]
+    assert f"(default: {DEFAULT_EPOCHS} from scratch, {PRETRAINED_EPOCHS} from pretrained weights)" in train["epochs"]
+    assert (
+        f"(default: {DEFAULT_N_TRAIN} from scratch, {PRETRAINED_N_TRAIN} from pretrained weights;" in train["n_train"]
+    )
     assert f"exits {WEAK_MODEL}" in train["allow_weak"]
     serve = {a.dest: rendered_help(parsers["serve"], a) for a in parsers["serve"]._actions}
     defaults = Settings.model_fields
