@@ -219,7 +219,8 @@ def test_model_path_and_port_equal_the_settings_defaults(
     default_model = Path(workdirs.pop()) / SHIPPED_MODEL  # what the default resolves to in the image's WORKDIR
     default_port = Settings.model_fields["port"].default
     # The image puts the model exactly where the default path points from its working directory.
-    assert f"COPY artifacts/{default_model.name} artifacts/model_card.json {default_model.parent}/" in dockerfile
+    copied = f"artifacts/{default_model.name} artifacts/model_card.json artifacts/report.html"
+    assert f"COPY {copied} {default_model.parent}/" in dockerfile
     assert re.findall(r"^EXPOSE (\d+)$", dockerfile, re.M) == [str(default_port)] * 2
     for target in OVERLAY_TARGETS:
         docs = rendered[target]

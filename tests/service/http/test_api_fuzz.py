@@ -62,6 +62,7 @@ PLAN: dict[tuple[str, GenerationMode], tuple[int, int]] = {
     ("POST /v1/explain", GenerationMode.POSITIVE): (450, 400),
     ("POST /v1/explain", GenerationMode.NEGATIVE): (300, 250),
     ("GET /v1/model", GenerationMode.POSITIVE): (5, 1),
+    ("GET /v1/model/report", GenerationMode.POSITIVE): (5, 1),
     ("GET /health", GenerationMode.POSITIVE): (5, 1),
     ("GET /metrics", GenerationMode.POSITIVE): (5, 1),
 }
