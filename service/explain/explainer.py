@@ -30,8 +30,8 @@ from model.familiarity import UNFAMILIARITY_NAME
 from model.preprocess import Letterbox, Prepared
 from model.receptive_field import Field, UnclippedBox, stage_fields
 from service.explain import pictures as img
-from service.explain.erf import ErfEngine, box_crop, numpy_net, summarize
-from service.explain.onnx_weights import OnnxGraph, head_weights, read_onnx, stage_convs
+from service.explain.erf import ErfEngine, box_crop, numpy_engine, summarize
+from service.explain.onnx_weights import OnnxGraph, head_weights, read_onnx, stage_convs, unit_convs
 from service.explain.options import ExplainOptions
 from service.inference.routing import Decision
 
@@ -109,7 +109,8 @@ class Explainer:
         self.head_w, self.head_b, self.cam_stage, self.pool = head_weights(graph, LOGITS)
         if self.pool != self.config.global_pool:
             raise ValueError(f"the ONNX head pools by {self.pool}; its metadata says {self.config.global_pool}")
-        self._convs = stage_convs(graph, self.stages)
+        backbone = self.config.backbone
+        self._convs = stage_convs(graph, self.stages) if backbone is None else unit_convs(graph, backbone)
         self._erf: ErfEngine | None = None
 
     @classmethod
@@ -119,7 +120,7 @@ class Explainer:
     @property
     def erf_engine(self) -> ErfEngine:
         if self._erf is None:
-            self._erf = ErfEngine(numpy_net(self.config, self._convs, (self.head_w, self.head_b)))
+            self._erf = ErfEngine(numpy_engine(self.config, self._convs, (self.head_w, self.head_b)))
         return self._erf
 
     def explain(
