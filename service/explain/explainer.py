@@ -33,6 +33,7 @@ from service.explain import pictures as img
 from service.explain.erf import ErfEngine, box_crop, numpy_engine, summarize
 from service.explain.onnx_weights import OnnxGraph, head_weights, read_onnx, stage_convs, unit_convs
 from service.explain.options import ExplainOptions
+from service.explain.stages import network_summary, stage_notes
 from service.inference.routing import Decision
 
 LOGITS = LOGITS_NAME
@@ -106,10 +107,15 @@ class Explainer:
             raise ValueError(f"ONNX outputs {self.stages} do not match the network's stages {self.config.stage_names}")
         self.classes = tuple(json.loads(graph.metadata.get("classes", "[]"))) or self.config.preprocessing.classes
         self.fields = stage_fields(self.config)
+        self.notes = stage_notes(self.config)
+        backbone = self.config.backbone
+        self._activation = {name: "ReLU" for name in self.stages}  # what each stage output ends with
+        if backbone is not None:
+            ends = {"stem": backbone.stem, "head": backbone.head}
+            self._activation = {name: "ReLU6" if name in ends and ends[name].relu6 else None for name in self.stages}
         self.head_w, self.head_b, self.cam_stage, self.pool = head_weights(graph, LOGITS)
         if self.pool != self.config.global_pool:
             raise ValueError(f"the ONNX head pools by {self.pool}; its metadata says {self.config.global_pool}")
-        backbone = self.config.backbone
         self._convs = stage_convs(graph, self.stages) if backbone is None else unit_convs(graph, backbone)
         self._erf: ErfEngine | None = None
 
@@ -154,6 +160,7 @@ class Explainer:
                 "pad_y": geo.pad_y,
             },
             "display": {"width": display[0], "height": display[1]},
+            "network": network_summary(self.config),
             "layers": entries,
             "cam": self._cam(outputs, geo, photo.image, display, options),
         }
@@ -195,6 +202,7 @@ class Explainer:
         y, x = divmod(int(cells[top]), w)
         entry = {
             "name": name,
+            "about": self.notes[name],
             "shape": [c, h, w],
             "receptive_field": {
                 "size": field.size,
@@ -234,6 +242,7 @@ class Explainer:
         result: dict[str, Any] = {
             "class": self.classes[k],
             "layer": self.cam_stage,
+            "about": self.notes[self.cam_stage],
             "shape": list(cam.shape),
             "values": _round(cam, 9),  # each cell's share of the logit: small numbers
             "peak": {
@@ -259,6 +268,7 @@ class Explainer:
         x0, y0 = field.first_edge + x * field.jump, field.first_edge + y * field.jump
         box = UnclippedBox(x0, y0, x0 + field.size, y0 + field.size)
         summary = summarize(self.erf_engine.cell_gradient(trace, name, y, x, channel), box)
+        value = float(trace.maps[name][0, channel, y, x])
         return {
             "cell": [y, x],
             "channel": channel,
@@ -268,8 +278,20 @@ class Explainer:
             "centre_area": summary.centre_area,
             "radius90": summary.radius90,
             "box_half_side": field.size / 2,
+            "value": value,
+            "flat_because": None if summary.in_box is not None else flat_reason(value, self._activation[name]),
             "png": img.png_base64(img.feature_map_image(box_crop(summary.gradient, box), img.INFERNO)),
         }
+
+
+def flat_reason(value: float, activation: str | None) -> str:
+    """Why a cell's input gradient is zero everywhere, from its ``value`` and the stage's last ``activation``
+    (``"ReLU"``, ``"ReLU6"``, or ``None`` for a linear stage output)."""
+    if activation and value <= 0:
+        return f"is 0: its {activation} is off"
+    if activation == "ReLU6" and value >= 6:
+        return "is 6: its ReLU6 is saturated"
+    return "depends on no input pixel for this photo"
 
 
 def logit_contributions(weights: np.ndarray, maps: np.ndarray, pool: str) -> np.ndarray:

@@ -104,6 +104,9 @@ function renderLayer(layer) {
   const title = document.createElement("h2");
   const [c, h, w] = layer.shape;
   title.textContent = `${layer.name}: ${c} channels of ${h}\u00d7${w}`;
+  const what = document.createElement("p");
+  what.className = "stage-about";
+  what.textContent = layer.about;
   const about = document.createElement("p");
   about.className = "hint";
   const rf = layer.receptive_field;
@@ -114,7 +117,7 @@ function renderLayer(layer) {
   const tiles = document.createElement("div");
   tiles.className = "tiles";
   for (const channel of layer.channels) tiles.append(renderTile(layer, channel));
-  section.append(title, about, tiles);
+  section.append(title, what, about, tiles);
   if (layer.erf) {
     const erf = document.createElement("figure");
     erf.className = "erf";
@@ -125,7 +128,7 @@ function renderLayer(layer) {
     const caption = document.createElement("figcaption");
     caption.className = "hint";
     caption.textContent = layer.erf.mass_in_box === null
-      ? "Effective receptive field: this cell did not respond to the photo."
+      ? `Effective receptive field: none, this cell's value ${layer.erf.flat_because}, so no photo pixel moves it.`
       : `Effective receptive field of the strongest cell, over its whole theoretical box (photo pixels ` +
         `[${layer.erf.box.join(", ")}]): ${percent(layer.erf.mass_in_centre)} of its influence ` +
         `comes from the central ${percent(layer.erf.centre_area)} of its theoretical box; 90% from within ` +
@@ -164,7 +167,7 @@ function clearResult() {
   $("layers").replaceChildren();
   $("overlay").removeAttribute("src");
   for (const id of ["peak-box", "peak-field", "cell-box"]) hideBox($(id));
-  for (const id of ["route", "confidence", "probabilities", "model", "cam-caption", "cell-info", "photo-name"]) {
+  for (const id of ["route", "confidence", "probabilities", "model", "network", "cam-caption", "cell-info", "photo-name"]) {
     $(id).textContent = "";
   }
   delete $("route").dataset.route;
@@ -180,8 +183,11 @@ function render(result, fileName) {
   $("confidence").textContent = confidenceText(result);
   $("probabilities").textContent = Object.entries(result.probabilities)
     .map(([name, p]) => `${name}: ${percent(p)}`).join(" \u00b7 ");
+  const net = result.network;
   $("model").textContent = `${result.model.name} ${result.model.version} on ${result.provider}` +
     (result.timings_ms ? `, ${Math.round(result.timings_ms.explain || 0)} ms to explain` : "");
+  $("network").textContent = `Network: ${net.name}, ${net.input_size}\u00d7${net.input_size} input, ` +
+    `${net.stages.length} stages (${net.stages.join(", ")}).`;
   const photo = result.photo;
   const svg = $("boxes");
   svg.setAttribute("viewBox", `0 0 ${photo.width} ${photo.height}`);
@@ -195,7 +201,7 @@ function render(result, fileName) {
   drawBox($("peak-field"), peak.box);
   hideBox($("cell-box"));
   $("cam-caption").textContent =
-    `Class-activation map for ${result.cam.class} (${result.cam.layer}); peak cell ` +
+    `Class-activation map for ${result.cam.class} on ${result.cam.layer} (${result.cam.about}); peak cell ` +
     `(${peak.cell.join(", ")}) sits at photo box [${footprint.join(", ")}] and sees ` +
     `[${peak.box.join(", ")}], its receptive field.`;
   $("cell-info").textContent = "";
