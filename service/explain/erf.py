@@ -58,6 +58,36 @@ def numpy_engine(
     return numpy_net(config, convs, head) if config.backbone is None else numpy_backbone(config, convs, head)
 
 
+RELU6_CAP = 6.0
+
+
+def erf_cell(
+    channel_map: np.ndarray, sees: np.ndarray, y: int, x: int, activation: str | None
+) -> tuple[int, int, str | None]:
+    """The cell of ``channel_map (H, W)`` whose effective receptive field to show: the argmax ``(y, x)``, unless it
+    sits at the ReLU6 cap, where the activation is flat and no pixel moves it (pretrained EfficientNet-Lite0's stem
+    and head maps often peak there, many cells tied at 6). Then the channel's strongest cell below the cap among
+    those that see the photo (``sees (H, W)``), with the reason; the argmax when there is none."""
+    if activation != "ReLU6" or channel_map[y, x] < RELU6_CAP:
+        return y, x, None
+    below = np.where(sees & (channel_map < RELU6_CAP) & (channel_map > 0), channel_map, -np.inf)
+    if not np.isfinite(below).any():
+        return y, x, None
+    by, bx = divmod(int(below.argmax()), channel_map.shape[1])
+    why = "the strongest cell is capped at 6 by its ReLU6, where no pixel moves it: this is its channel's strongest "
+    return by, bx, why + "cell below the cap"
+
+
+def flat_reason(value: float, activation: str | None) -> str:
+    """Why a cell's input gradient is zero everywhere, from its ``value`` and the stage's last ``activation``
+    (``"ReLU"``, ``"ReLU6"``, or ``None`` for a linear stage output)."""
+    if activation and value <= 0:
+        return f"is 0: its {activation} is off"
+    if activation == "ReLU6" and value >= RELU6_CAP:
+        return "is 6: its ReLU6 is saturated"
+    return "depends on no input pixel for this photo"
+
+
 @dataclass(frozen=True)
 class ErfSummary:
     """``gradient``: ``(S, S)`` absolute input gradient summed over colour channels.

@@ -30,7 +30,7 @@ from model.familiarity import UNFAMILIARITY_NAME
 from model.preprocess import Letterbox, Prepared
 from model.receptive_field import Field, UnclippedBox, stage_fields
 from service.explain import pictures as img
-from service.explain.erf import ErfEngine, box_crop, numpy_engine, summarize
+from service.explain.erf import ErfEngine, box_crop, erf_cell, flat_reason, numpy_engine, summarize
 from service.explain.onnx_weights import OnnxGraph, head_weights, read_onnx, stage_convs, unit_convs
 from service.explain.options import ExplainOptions
 from service.explain.stages import network_summary, stage_notes
@@ -261,9 +261,13 @@ class Explainer:
         return result
 
     def _erf_entry(self, trace: Any, name: str, argmax: tuple[int, int, int], boxes: CellBoxes) -> dict[str, Any]:
-        """The argmax cell's effective receptive field; ``png`` is its input-gradient magnitude over exactly the
-        theoretical box (network-input pixels, nearest-upscaled), so where inside the box it acts is visible."""
-        channel, y, x = argmax
+        """The effective receptive field of the argmax cell (or, when that cell sits at its ReLU6 cap where no pixel
+        moves it, of its channel's strongest uncapped cell: ``erf_cell``); ``png`` is the input-gradient magnitude
+        over exactly the theoretical box (network-input pixels, nearest-upscaled), so where inside it acts is
+        visible."""
+        channel = argmax[0]
+        activation = self._activation[name]
+        y, x, moved = erf_cell(trace.maps[name][0, channel], boxes.sees_photo(), argmax[1], argmax[2], activation)
         field = self.fields[name]
         x0, y0 = field.first_edge + x * field.jump, field.first_edge + y * field.jump
         box = UnclippedBox(x0, y0, x0 + field.size, y0 + field.size)
@@ -272,26 +276,17 @@ class Explainer:
         return {
             "cell": [y, x],
             "channel": channel,
+            "value": value,
+            "cell_chosen_because": moved,
             "box": boxes.box(y, x),
             "mass_in_box": summary.in_box,
             "mass_in_centre": summary.in_centre,
             "centre_area": summary.centre_area,
             "radius90": summary.radius90,
             "box_half_side": field.size / 2,
-            "value": value,
-            "flat_because": None if summary.in_box is not None else flat_reason(value, self._activation[name]),
+            "flat_because": None if summary.in_box is not None else flat_reason(value, activation),
             "png": img.png_base64(img.feature_map_image(box_crop(summary.gradient, box), img.INFERNO)),
         }
-
-
-def flat_reason(value: float, activation: str | None) -> str:
-    """Why a cell's input gradient is zero everywhere, from its ``value`` and the stage's last ``activation``
-    (``"ReLU"``, ``"ReLU6"``, or ``None`` for a linear stage output)."""
-    if activation and value <= 0:
-        return f"is 0: its {activation} is off"
-    if activation == "ReLU6" and value >= 6:
-        return "is 6: its ReLU6 is saturated"
-    return "depends on no input pixel for this photo"
 
 
 def logit_contributions(weights: np.ndarray, maps: np.ndarray, pool: str) -> np.ndarray:

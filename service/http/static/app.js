@@ -97,6 +97,13 @@ function renderTile(layer, channel) {
   return tile;
 }
 
+// Which cell an effective receptive field is of: the strongest, or (when that one sits at its ReLU6 cap, where no
+// pixel moves it) the cell the answer chose instead and why.
+function erfCell(erf) {
+  if (!erf.cell_chosen_because) return "the strongest cell";
+  return `cell (${erf.cell.join(", ")}), value ${erf.value.toFixed(2)} (${erf.cell_chosen_because})`;
+}
+
 function renderLayer(layer) {
   const section = document.createElement("section");
   section.className = "layer";
@@ -129,13 +136,13 @@ function renderLayer(layer) {
     caption.className = "hint";
     caption.textContent = layer.erf.mass_in_box === null
       ? `Effective receptive field: none, this cell's value ${layer.erf.flat_because}, so no photo pixel moves it.`
-      : `Effective receptive field of the strongest cell, over its whole theoretical box (photo pixels ` +
+      : `Effective receptive field of ${erfCell(layer.erf)}, over its whole theoretical box (photo pixels ` +
         `[${layer.erf.box.join(", ")}]): ${percent(layer.erf.mass_in_centre)} of its influence ` +
         `comes from the central ${percent(layer.erf.centre_area)} of its theoretical box; 90% from within ` +
         `${layer.erf.radius90} of the box's ${layer.erf.box_half_side} network-input pixels around its centre.`;
     const showBox = () => {
       drawBox($("cell-box"), layer.erf.box);
-      $("cell-info").textContent = `${layer.name}: theoretical receptive field of the strongest cell, ` +
+      $("cell-info").textContent = `${layer.name}: theoretical receptive field of ${erfCell(layer.erf)}, ` +
         `[${layer.erf.box.join(", ")}] in photo pixels.`;
     };
     img.addEventListener("mouseenter", showBox);

@@ -20,6 +20,7 @@ from model.config import NetworkConfig
 from model.numpy_efficientnet import NumpyEfficientNetLite
 from model.preprocess import letterbox_geometry, normalize
 from model.receptive_field import cell_field_in_photo, stage_fields
+from service.explain.erf import erf_cell, flat_reason
 from service.explain.explainer import Explainer
 from service.explain.onnx_weights import OnnxFormatError, read_onnx, unit_convs
 from service.explain.options import ExplainOptions
@@ -141,10 +142,18 @@ def test_effective_receptive_fields_are_torchs_input_gradients(
     trace = explainer.erf_engine.trace(prepared.tensor)
     x = torch.from_numpy(prepared.tensor[None].copy()).requires_grad_(True)
     _, maps = torch_net.forward_stages(x)
+    moved = 0
     for layer in result["layers"]:
         name, erf = layer["name"], layer["erf"]
         channel, (y, x_) = erf["channel"], erf["cell"]
-        assert (channel, [y, x_]) == (layer["argmax"]["channel"], layer["argmax"]["cell"])
+        assert channel == layer["argmax"]["channel"]
+        if erf["cell_chosen_because"] is None:
+            assert [y, x_] == layer["argmax"]["cell"], name
+        else:  # the argmax sits at the ReLU6 cap: the channel's strongest cell below it
+            moved += 1
+            values = trace.maps[name][0, channel]
+            assert name in ("stem", "head") and layer["argmax"]["value"] >= 6 > erf["value"] > 0
+            assert erf["value"] == values[y, x_] == values[values < 6].max()
         (expected,) = torch.autograd.grad(maps[name][0, channel, y, x_], x, retain_graph=True)
         got = explainer.erf_engine.cell_gradient(trace, name, y, x_, channel)
         scale = float(expected.abs().max()) + 1e-12
@@ -154,6 +163,20 @@ def test_effective_receptive_fields_are_torchs_input_gradients(
         else:
             assert erf["mass_in_box"] == pytest.approx(1.0, abs=1e-9) and erf["flat_because"] is None, name
             assert erf["radius90"] <= erf["box_half_side"] == stage_fields(CONFIG)[name].size / 2
+    assert moved >= 1  # this model's head peaks at the cap (as the pretrained one's stem and head do)
+
+
+def test_the_erf_cell_leaves_the_relu6_cap_for_the_strongest_cell_below_it() -> None:
+    capped = np.array([[6.0, 1.0, 6.0], [5.5, 0.0, 2.0]])
+    sees = np.ones_like(capped, dtype=bool)
+    y, x, why = erf_cell(capped, sees, 0, 0, "ReLU6")
+    assert (y, x) == (1, 0) and "capped at 6" in (why or "")
+    hidden = sees.copy()
+    hidden[1, 0] = False  # a cell in the letterbox padding is never chosen
+    assert erf_cell(capped, hidden, 0, 0, "ReLU6")[:2] == (1, 2)
+    assert erf_cell(capped, sees, 0, 0, "ReLU") == (0, 0, None)  # a plain ReLU has no cap
+    assert erf_cell(np.full((2, 2), 6.0), np.ones((2, 2), bool), 0, 1, "ReLU6") == (0, 1, None)  # nothing below
+    assert flat_reason(0.0, "ReLU6") == "is 0: its ReLU6 is off" and "saturated" in flat_reason(6.0, "ReLU6")
 
 
 def test_stage_notes_say_what_each_stage_is() -> None:
