@@ -88,14 +88,27 @@ class OnnxGraph:
         return ((q - zero) * scale).astype(np.float32)
 
     def source(self, name: str) -> Node:
-        """The node computing activation ``name``, looking through the quantise-dequantise pairs of a QDQ model."""
+        """The node computing activation ``name``, looking through the quantise-dequantise pairs of a QDQ model and
+        the ``Cast`` nodes of a float16 one (whose inputs and outputs stay float32)."""
         node = self.producer(name)
-        while node.op_type == "DequantizeLinear":
+        while node.op_type in ("DequantizeLinear", "Cast"):
+            if node.op_type == "Cast":
+                node = self.producer(node.inputs[0])
+                continue
             quantize = self.producer(node.inputs[0])
             if quantize.op_type != "QuantizeLinear":
                 break
             node = self.producer(quantize.inputs[0])
         return node
+
+    def output_named(self, name: str) -> str:
+        """The graph output carrying activation ``name``: ``name`` itself, or the output computed by the same node
+        through quantise-dequantise pairs or ``Cast`` nodes (a float16 graph casts its outputs back to float32)."""
+        produced = {o for n in self.nodes for o in n.outputs}
+        if name in self.outputs or name not in produced:
+            return name
+        node = self.source(name)
+        return next((out for out in self.outputs if out in produced and self.source(out) is node), name)
 
     def network_config(self) -> NetworkConfig:
         """The network configuration export wrote into the metadata (``network``)."""
@@ -166,7 +179,8 @@ def head_weights(graph: OnnxGraph, logits: str = LOGITS_NAME) -> tuple[np.ndarra
     pool = graph.source(gemm.inputs[0])
     if pool.op_type not in _GLOBAL_POOLS:
         raise OnnxFormatError(f"the head reads {pool.op_type}, not a global max or average pool")
-    return weight.astype(np.float32), bias.astype(np.float32), pool.inputs[0], _GLOBAL_POOLS[pool.op_type]
+    stage = graph.output_named(pool.inputs[0])
+    return weight.astype(np.float32), bias.astype(np.float32), stage, _GLOBAL_POOLS[pool.op_type]
 
 
 @dataclass(frozen=True)

@@ -227,20 +227,40 @@ def test_a_quantised_lite0_is_explained_with_its_dequantised_weights(
     logits, head = session.run(["logits", "head"], {"input": x})
     pooled = head.mean(axis=(2, 3)) @ quantised.head_w.T + quantised.head_b
     np.testing.assert_allclose(pooled, logits, atol=0.05 * np.abs(logits).max() + 1e-3)
-    served = tmp_path / "served"  # the int8 file served: a model folder whose card records its sha256
-    served.mkdir()
-    shutil.copy(int8, served / ONNX_NAME)
-    card = read_card(random_lite0_model_dir / CARD_NAME)
-    card["artifacts"] = {ONNX_NAME: {"sha256": sha256_file(served / ONNX_NAME)}}
-    write_card(served / CARD_NAME, card)
-    result = explain(
-        (TriageEngine(served / ONNX_NAME, device="cpu"), quantised), kit.encode(kit.scene(), "PNG"), erf=True
-    )
+    engine = served_engine(random_lite0_model_dir, int8, tmp_path)
+    result = explain((engine, quantised), kit.encode(kit.scene(), "PNG"), erf=True)
     assert [layer["name"] for layer in result["layers"]] == list(STAGES)
     cam = result["cam"]
     # exact up to the int8 rounding of the pooled features and of the logits themselves
     assert cam["layer"] == "head" and cam["sum_plus_bias"] == pytest.approx(cam["logit"], abs=0.05 * abs(cam["logit"]))
     assert all(layer["erf"]["mass_in_box"] in (None, pytest.approx(1.0)) for layer in result["layers"])
+
+
+def served_engine(model_dir: Path, onnx_file: Path, tmp_path: Path) -> TriageEngine:
+    """An engine serving ``onnx_file`` from a copy of ``model_dir`` whose card records that file's sha256."""
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(onnx_file, served / ONNX_NAME)
+    card = read_card(model_dir / CARD_NAME)
+    card["artifacts"] = {ONNX_NAME: {"sha256": sha256_file(served / ONNX_NAME)}}
+    write_card(served / CARD_NAME, card)
+    return TriageEngine(served / ONNX_NAME, device="cpu")
+
+
+def test_a_float16_lite0_is_explained(random_lite0_model_dir: Path, kit: Any, tmp_path: Path) -> None:
+    """``export.half_precision``'s file computes in float16 behind float32 ``Cast`` nodes at its inputs and
+    outputs: the explainer finds the head map behind them and the float16 weights, and explains a photo."""
+    from export.half_precision import export_fp16
+
+    fp16 = export_fp16(random_lite0_model_dir / "triage.onnx", tmp_path / "fp16.onnx")
+    assert "Cast" in {node.op_type for node in read_onnx(fp16).nodes}
+    explainer = Explainer.from_onnx(fp16)
+    assert explainer.cam_stage == "head" and explainer.stages == STAGES and len(explainer._convs) == 49
+    assert {c.weight.dtype for c in explainer._convs} == {np.dtype(np.float16)}
+    result = explain((served_engine(random_lite0_model_dir, fp16, tmp_path), explainer), kit.encode(kit.scene(), "PNG"))
+    cam = result["cam"]  # float16 maps and logits: exact to float16 rounding
+    assert cam["layer"] == "head" and cam["sum_plus_bias"] == pytest.approx(cam["logit"], abs=1e-2 * abs(cam["logit"]))
+    assert [layer["name"] for layer in result["layers"]] == list(STAGES)
 
 
 def test_explain_cli_on_a_lite0_model(random_lite0_model_dir: Path, kit: Any, tmp_path: Path) -> None:
