@@ -270,3 +270,25 @@ def test_explain_cli_on_a_lite0_model(random_lite0_model_dir: Path, kit: Any, tm
     written = json.loads((tmp_path / "out" / "explanation.json").read_text())
     assert written["network"]["name"] == "efficientnet_lite0" and written["network"]["stages"] == list(STAGES)
     assert {f"{name}_erf.png" for name in STAGES} <= {p.name for p in (tmp_path / "out").iterdir()}
+
+
+def test_an_unfamiliarity_output_is_not_a_stage(random_lite0_model_dir: Path, tmp_path: Path) -> None:
+    """A model that abstains also outputs ``unfamiliarity`` ``(N,)`` computed from the head map (its own pooling
+    and matrix products, no convolution): the explainer's stages, head and convolution chain ignore it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from model.familiarity import UNFAMILIARITY_NAME
+
+    model = onnx.load(str(random_lite0_model_dir / "triage.onnx"))
+    axes = numpy_helper.from_array(np.array([1, 2, 3], dtype=np.int64), "unfamiliarity_axes")
+    model.graph.initializer.append(axes)
+    model.graph.node.append(
+        helper.make_node("ReduceMean", ["head", "unfamiliarity_axes"], [UNFAMILIARITY_NAME], keepdims=0)
+    )
+    model.graph.output.append(helper.make_tensor_value_info(UNFAMILIARITY_NAME, TensorProto.FLOAT, ["batch"]))
+    path = tmp_path / "abstaining.onnx"
+    onnx.save(model, str(path))
+    explainer = Explainer.from_onnx(path)
+    assert read_onnx(path).outputs[-1] == UNFAMILIARITY_NAME
+    assert explainer.stages == STAGES and explainer.cam_stage == "head" and len(explainer._convs) == 49
