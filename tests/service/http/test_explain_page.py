@@ -358,4 +358,10 @@ def test_the_page_names_the_stages_of_an_efficientnet_lite0(lite0_service: str, 
     c = cell_field_in_photo(config, "stage3", y, x, geo).clipped
     assert drawn_box(page) == [c.x0, c.y0, c.x1, c.y1]
     assert "stage3, channel" in page.inner_text("#cell-info")
+    screenshot = tmp_path / "explain_page_lite0.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    if os.environ.get("TRIAGE_TEST_ARTIFACTS"):
+        target = Path(os.environ["TRIAGE_TEST_ARTIFACTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, target / screenshot.name)
     page.close()
