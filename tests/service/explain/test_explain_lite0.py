@@ -23,12 +23,12 @@ from model.receptive_field import cell_field_in_photo, stage_fields
 from service.explain.erf import erf_cell, flat_reason
 from service.explain.explainer import Explainer
 from service.explain.onnx_weights import OnnxFormatError, read_onnx, unit_convs
-from service.explain.options import ExplainOptions
 from service.explain.stages import stage_notes
 from service.inference.engine import TriageEngine
 from service.inference.intake import IntakeLimits, read_photo
 from tests.conftest import LITE0_TEST_SIZE
 from tests.lite0_nets import calibrated_lite0, lite0_config
+from tests.service.explain.test_explain import explain
 from triage_cli.explain_file import explain_file
 
 CONFIG = lite0_config(LITE0_TEST_SIZE)  # the fixture model's architecture and input size
@@ -45,14 +45,6 @@ def model(random_lite0_model_dir: Path) -> tuple[TriageEngine, Explainer]:
 def torch_net() -> torch.nn.Module:
     """The fixture model's own network, rebuilt from its seed."""
     return calibrated_lite0(LITE0_TEST_SIZE, seed=0)
-
-
-def explain(model: tuple[TriageEngine, Explainer], data: bytes, **options: Any) -> dict[str, Any]:
-    engine, explainer = model
-    prepared, _ = read_photo(data, engine.preprocessing, IntakeLimits())
-    outputs = engine.infer(prepared.tensor[None], engine.output_names)
-    decision = engine.decide(outputs["logits"])[0]
-    return explainer.explain(prepared, {k: v[0] for k, v in outputs.items()}, decision, ExplainOptions(**options))
 
 
 def analytic_box(stage: str, y: int, x: int, width: int, height: int) -> list[int]:

@@ -54,6 +54,16 @@ def analytic(stage: str, y: int, x: int, width: int, height: int) -> list[int]:
     return [c.x0, c.y0, c.x1, c.y1]
 
 
+def save_screenshot(page: Any, path: Path) -> Path:
+    """The whole page as ``path``, copied into ``$TRIAGE_TEST_ARTIFACTS`` when set."""
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("TRIAGE_TEST_ARTIFACTS"):
+        target = Path(os.environ["TRIAGE_TEST_ARTIFACTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / path.name)
+    return path
+
+
 def drawn_box(page: Any) -> list[int]:
     return [int(v) for v in page.get_attribute("#cell-box", "data-box").split(",")]
 
@@ -163,12 +173,7 @@ def test_page_explains_an_uploaded_photo(service: str, browser: Any, tmp_path: P
     assert_on_screen_where_it_belongs(page, drawn_box(page), api["photo"])
     assert "stage2, channel" in page.inner_text("#cell-info")
 
-    screenshot = tmp_path / "explain_page.png"
-    page.screenshot(path=str(screenshot), full_page=True)
-    if os.environ.get("TRIAGE_TEST_ARTIFACTS"):
-        target = Path(os.environ["TRIAGE_TEST_ARTIFACTS"])
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(screenshot, target / screenshot.name)
+    screenshot = save_screenshot(page, tmp_path / "explain_page.png")
     print(f"screenshot: {screenshot}")
     assert screenshot.stat().st_size > 10_000
     assert not [e for e in console_errors if "401" not in e], console_errors
@@ -358,10 +363,5 @@ def test_the_page_names_the_stages_of_an_efficientnet_lite0(lite0_service: str, 
     c = cell_field_in_photo(config, "stage3", y, x, geo).clipped
     assert drawn_box(page) == [c.x0, c.y0, c.x1, c.y1]
     assert "stage3, channel" in page.inner_text("#cell-info")
-    screenshot = tmp_path / "explain_page_lite0.png"
-    page.screenshot(path=str(screenshot), full_page=True)
-    if os.environ.get("TRIAGE_TEST_ARTIFACTS"):
-        target = Path(os.environ["TRIAGE_TEST_ARTIFACTS"])
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(screenshot, target / screenshot.name)
+    save_screenshot(page, tmp_path / "explain_page_lite0.png")
     page.close()

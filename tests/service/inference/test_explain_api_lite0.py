@@ -4,7 +4,6 @@ valid names all follow the served network."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,14 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from litserve.utils import wrap_litserve_start
 
 from model.receptive_field import stage_fields
-from service.server import build_server, preflight
 from service.settings import Settings
 from tests.conftest import LITE0_TEST_SIZE
 from tests.lite0_nets import lite0_config
-from tests.service.inference.test_explain_api import KEY, post
+from tests.service.inference.test_explain_api import KEY, post, started_client
 
 CONFIG = lite0_config(LITE0_TEST_SIZE)
 STAGES = list(CONFIG.stage_names)
@@ -35,13 +32,7 @@ def client(random_lite0_model_dir: Path, metrics_dir: Path) -> Iterator[TestClie
         batch_timeout=0.2,
         request_timeout=120.0,
     )
-    server = build_server(settings, *preflight(settings))
-    with wrap_litserve_start(server) as started, TestClient(started.app) as test_client:
-        deadline = time.monotonic() + 180  # spawning and loading the workers: seconds, more on a loaded machine
-        while test_client.get("/health").status_code != 200:
-            assert time.monotonic() < deadline, "the inference workers did not become ready"
-            time.sleep(0.1)
-        yield test_client
+    yield from started_client(settings)
 
 
 def test_explains_a_photo_with_the_lite0_stages(client: TestClient, kit: Any) -> None:
