@@ -30,9 +30,10 @@ from model.familiarity import UNFAMILIARITY_NAME
 from model.preprocess import Letterbox, Prepared
 from model.receptive_field import Field, UnclippedBox, stage_fields
 from service.explain import pictures as img
-from service.explain.erf import ErfEngine, box_crop, numpy_net, summarize
-from service.explain.onnx_weights import OnnxGraph, head_weights, read_onnx, stage_convs
+from service.explain.erf import ErfEngine, box_crop, erf_cell, flat_reason, numpy_engine, summarize
+from service.explain.onnx_weights import OnnxGraph, head_weights, read_onnx, stage_convs, unit_convs
 from service.explain.options import ExplainOptions
+from service.explain.stages import network_summary, stage_notes
 from service.inference.routing import Decision
 
 LOGITS = LOGITS_NAME
@@ -106,10 +107,16 @@ class Explainer:
             raise ValueError(f"ONNX outputs {self.stages} do not match the network's stages {self.config.stage_names}")
         self.classes = tuple(json.loads(graph.metadata.get("classes", "[]"))) or self.config.preprocessing.classes
         self.fields = stage_fields(self.config)
+        self.notes = stage_notes(self.config)
+        backbone = self.config.backbone
+        self._activation = {name: "ReLU" for name in self.stages}  # what each stage output ends with
+        if backbone is not None:
+            ends = {"stem": backbone.stem, "head": backbone.head}
+            self._activation = {name: "ReLU6" if name in ends and ends[name].relu6 else None for name in self.stages}
         self.head_w, self.head_b, self.cam_stage, self.pool = head_weights(graph, LOGITS)
         if self.pool != self.config.global_pool:
             raise ValueError(f"the ONNX head pools by {self.pool}; its metadata says {self.config.global_pool}")
-        self._convs = stage_convs(graph, self.stages)
+        self._convs = stage_convs(graph, self.stages) if backbone is None else unit_convs(graph, backbone)
         self._erf: ErfEngine | None = None
 
     @classmethod
@@ -119,7 +126,7 @@ class Explainer:
     @property
     def erf_engine(self) -> ErfEngine:
         if self._erf is None:
-            self._erf = ErfEngine(numpy_net(self.config, self._convs, (self.head_w, self.head_b)))
+            self._erf = ErfEngine(numpy_engine(self.config, self._convs, (self.head_w, self.head_b)))
         return self._erf
 
     def explain(
@@ -153,6 +160,7 @@ class Explainer:
                 "pad_y": geo.pad_y,
             },
             "display": {"width": display[0], "height": display[1]},
+            "network": network_summary(self.config),
             "layers": entries,
             "cam": self._cam(outputs, geo, photo.image, display, options),
         }
@@ -194,6 +202,7 @@ class Explainer:
         y, x = divmod(int(cells[top]), w)
         entry = {
             "name": name,
+            "about": self.notes[name],
             "shape": [c, h, w],
             "receptive_field": {
                 "size": field.size,
@@ -233,6 +242,7 @@ class Explainer:
         result: dict[str, Any] = {
             "class": self.classes[k],
             "layer": self.cam_stage,
+            "about": self.notes[self.cam_stage],
             "shape": list(cam.shape),
             "values": _round(cam, 9),  # each cell's share of the logit: small numbers
             "peak": {
@@ -251,22 +261,30 @@ class Explainer:
         return result
 
     def _erf_entry(self, trace: Any, name: str, argmax: tuple[int, int, int], boxes: CellBoxes) -> dict[str, Any]:
-        """The argmax cell's effective receptive field; ``png`` is its input-gradient magnitude over exactly the
-        theoretical box (network-input pixels, nearest-upscaled), so where inside the box it acts is visible."""
-        channel, y, x = argmax
+        """The effective receptive field of the argmax cell (or, when that cell sits at its ReLU6 cap where no pixel
+        moves it, of its channel's strongest uncapped cell: ``erf_cell``); ``png`` is the input-gradient magnitude
+        over exactly the theoretical box (network-input pixels, nearest-upscaled), so where inside it acts is
+        visible."""
+        channel = argmax[0]
+        activation = self._activation[name]
+        y, x, moved = erf_cell(trace.maps[name][0, channel], boxes.sees_photo(), argmax[1], argmax[2], activation)
         field = self.fields[name]
         x0, y0 = field.first_edge + x * field.jump, field.first_edge + y * field.jump
         box = UnclippedBox(x0, y0, x0 + field.size, y0 + field.size)
         summary = summarize(self.erf_engine.cell_gradient(trace, name, y, x, channel), box)
+        value = float(trace.maps[name][0, channel, y, x])
         return {
             "cell": [y, x],
             "channel": channel,
+            "value": value,
+            "cell_chosen_because": moved,
             "box": boxes.box(y, x),
             "mass_in_box": summary.in_box,
             "mass_in_centre": summary.in_centre,
             "centre_area": summary.centre_area,
             "radius90": summary.radius90,
             "box_half_side": field.size / 2,
+            "flat_because": None if summary.in_box is not None else flat_reason(value, activation),
             "png": img.png_base64(img.feature_map_image(box_crop(summary.gradient, box), img.INFERNO)),
         }
 

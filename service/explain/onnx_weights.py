@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from model.config import LOGITS_NAME, NetworkConfig
+from model.config import LOGITS_NAME, Backbone, NetworkConfig
 
 _POINTWISE = ("Relu", "MaxPool")
+_BETWEEN_CONVS = ("Clip", "Relu", "Add")  # what lies between two convolutions of a backbone: ReLU6, residual adds
 
 
 class OnnxFormatError(ValueError):
@@ -87,14 +88,27 @@ class OnnxGraph:
         return ((q - zero) * scale).astype(np.float32)
 
     def source(self, name: str) -> Node:
-        """The node computing activation ``name``, looking through the quantise-dequantise pairs of a QDQ model."""
+        """The node computing activation ``name``, looking through the quantise-dequantise pairs of a QDQ model and
+        the ``Cast`` nodes of a float16 one (whose inputs and outputs stay float32)."""
         node = self.producer(name)
-        while node.op_type == "DequantizeLinear":
+        while node.op_type in ("DequantizeLinear", "Cast"):
+            if node.op_type == "Cast":
+                node = self.producer(node.inputs[0])
+                continue
             quantize = self.producer(node.inputs[0])
             if quantize.op_type != "QuantizeLinear":
                 break
             node = self.producer(quantize.inputs[0])
         return node
+
+    def output_named(self, name: str) -> str:
+        """The graph output carrying activation ``name``: ``name`` itself, or the output computed by the same node
+        through quantise-dequantise pairs or ``Cast`` nodes (a float16 graph casts its outputs back to float32)."""
+        produced = {o for n in self.nodes for o in n.outputs}
+        if name in self.outputs or name not in produced:
+            return name
+        node = self.source(name)
+        return next((out for out in self.outputs if out in produced and self.source(out) is node), name)
 
     def network_config(self) -> NetworkConfig:
         """The network configuration export wrote into the metadata (``network``)."""
@@ -165,12 +179,17 @@ def head_weights(graph: OnnxGraph, logits: str = LOGITS_NAME) -> tuple[np.ndarra
     pool = graph.source(gemm.inputs[0])
     if pool.op_type not in _GLOBAL_POOLS:
         raise OnnxFormatError(f"the head reads {pool.op_type}, not a global max or average pool")
-    return weight.astype(np.float32), bias.astype(np.float32), pool.inputs[0], _GLOBAL_POOLS[pool.op_type]
+    stage = graph.output_named(pool.inputs[0])
+    return weight.astype(np.float32), bias.astype(np.float32), stage, _GLOBAL_POOLS[pool.op_type]
 
 
 @dataclass(frozen=True)
 class ConvWeights:
-    """One stage's convolution as ONNX Runtime runs it: ``weight (C_out, C_in, k, k)``, ``bias (C_out,)``."""
+    """One convolution as ONNX Runtime runs it: ``weight (C_out, C_in / groups, k, k)``, ``bias (C_out,)``.
+
+    ``stage`` is the stage it belongs to; ``name`` the layer (the stage itself for the scratch network, one of the
+    backbone's units such as ``blocks.4.depthwise`` for EfficientNet-Lite0).
+    """
 
     stage: str
     weight: np.ndarray
@@ -178,6 +197,8 @@ class ConvWeights:
     stride: int
     padding: int
     dilation: int
+    groups: int = 1
+    name: str = ""
 
 
 def stage_convs(graph: OnnxGraph, stages: tuple[str, ...]) -> tuple[ConvWeights, ...]:
@@ -189,12 +210,64 @@ def stage_convs(graph: OnnxGraph, stages: tuple[str, ...]) -> tuple[ConvWeights,
             node = graph.source(node.inputs[0])
         if node.op_type != "Conv":
             raise OnnxFormatError(f"{stage} is computed by {node.op_type} where a Conv was expected")
-        weight = graph.constant(node.inputs[1])
-        bias = graph.constant(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(weight.shape[0], np.float32)
-        pads = list(node.attributes.get("pads", [0, 0, 0, 0]))  # type: ignore[arg-type]
-        strides = list(node.attributes.get("strides", [1, 1]))  # type: ignore[arg-type]
-        dilations = list(node.attributes.get("dilations", [1, 1]))  # type: ignore[arg-type]
-        if len(set(pads)) != 1 or len(set(strides)) != 1 or len(set(dilations)) != 1:
-            raise OnnxFormatError(f"{stage}'s Conv is not symmetric: pads {pads} strides {strides}")
-        out.append(ConvWeights(stage, weight, bias, strides[0], pads[0], dilations[0]))
+        out.append(_conv(graph, node, stage, stage))
     return tuple(out)
+
+
+def _conv(graph: OnnxGraph, node: Node, stage: str, name: str) -> ConvWeights:
+    """The ``Conv`` ``node``'s (dequantised) weights, bias and symmetric geometry."""
+    weight = graph.constant(node.inputs[1])
+    bias = graph.constant(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(weight.shape[0], np.float32)
+    pads = list(node.attributes.get("pads", [0, 0, 0, 0]))  # type: ignore[arg-type]
+    strides = list(node.attributes.get("strides", [1, 1]))  # type: ignore[arg-type]
+    dilations = list(node.attributes.get("dilations", [1, 1]))  # type: ignore[arg-type]
+    if len(set(pads)) != 1 or len(set(strides)) != 1 or len(set(dilations)) != 1:
+        raise OnnxFormatError(f"{name}'s Conv is not symmetric: pads {pads} strides {strides}")
+    groups = int(node.attributes.get("group", 1))  # type: ignore[arg-type]
+    return ConvWeights(stage, weight, bias, strides[0], pads[0], dilations[0], groups, name)
+
+
+def unit_convs(graph: OnnxGraph, backbone: Backbone) -> tuple[ConvWeights, ...]:
+    """Every convolution of a backbone network (batch-norm folded in), one per ``backbone.units()`` entry, in order.
+
+    The graph's ``Conv`` nodes must form one chain from the input, each reading the previous one's output through
+    nothing but ReLU6 (``Clip``), residual ``Add`` and quantise-dequantise pairs, each with its unit's kernel, stride,
+    padding, groups and weight shape; anything else is an ``OnnxFormatError`` naming the first mismatch.
+    """
+    convs = [node for node in graph.nodes if node.op_type == "Conv"]
+    units = backbone.units()
+    if len(convs) != len(units):
+        raise OnnxFormatError(f"the graph has {len(convs)} convolutions; {backbone.name} has {len(units)}")
+    out: list[ConvWeights] = []
+    previous: tuple[str, ...] = ()
+    for node, (stage, unit) in zip(convs, units, strict=True):
+        conv = _conv(graph, node, stage, unit.name)
+        expected = (unit.out_channels, unit.in_channels // unit.groups, unit.kernel, unit.kernel)
+        found = (conv.weight.shape, conv.stride, conv.padding, conv.dilation, conv.groups)
+        if found != (expected, unit.stride, unit.padding, 1, unit.groups):
+            raise OnnxFormatError(
+                f"{unit.name}: ONNX Conv (weight shape, stride, pad, dilation, groups) {found} differs from {unit}"
+            )
+        reads = _conv_input(graph, node.inputs[0])
+        if reads != previous:
+            raise OnnxFormatError(f"{unit.name} reads {reads or 'the input'}, not the convolution before it")
+        previous = node.outputs
+        out.append(conv)
+    return tuple(out)
+
+
+def _conv_input(graph: OnnxGraph, name: str) -> tuple[str, ...]:
+    """The outputs of the ``Conv`` that activation ``name`` comes from through ReLU6 and residual adds (a residual
+    ``Add`` is followed along its first input, the block's projection), or ``()`` for the graph input."""
+    try:
+        node = graph.source(name)
+    except OnnxFormatError:
+        return ()  # the graph input (or its quantise-dequantise pair)
+    while node.op_type in _BETWEEN_CONVS:
+        try:
+            node = graph.source(node.inputs[0])
+        except OnnxFormatError:
+            return ()
+    if node.op_type != "Conv":
+        raise OnnxFormatError(f"{name!r} is computed by {node.op_type}, not a convolution of the backbone")
+    return node.outputs

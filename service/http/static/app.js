@@ -97,6 +97,13 @@ function renderTile(layer, channel) {
   return tile;
 }
 
+// Which cell an effective receptive field is of: the strongest, or (when that one sits at its ReLU6 cap, where no
+// pixel moves it) the cell the answer chose instead and why.
+function erfCell(erf) {
+  if (!erf.cell_chosen_because) return "the strongest cell";
+  return `cell (${erf.cell.join(", ")}), value ${erf.value.toFixed(2)} (${erf.cell_chosen_because})`;
+}
+
 function renderLayer(layer) {
   const section = document.createElement("section");
   section.className = "layer";
@@ -104,6 +111,9 @@ function renderLayer(layer) {
   const title = document.createElement("h2");
   const [c, h, w] = layer.shape;
   title.textContent = `${layer.name}: ${c} channels of ${h}\u00d7${w}`;
+  const what = document.createElement("p");
+  what.className = "stage-about";
+  what.textContent = layer.about;
   const about = document.createElement("p");
   about.className = "hint";
   const rf = layer.receptive_field;
@@ -114,7 +124,7 @@ function renderLayer(layer) {
   const tiles = document.createElement("div");
   tiles.className = "tiles";
   for (const channel of layer.channels) tiles.append(renderTile(layer, channel));
-  section.append(title, about, tiles);
+  section.append(title, what, about, tiles);
   if (layer.erf) {
     const erf = document.createElement("figure");
     erf.className = "erf";
@@ -125,14 +135,14 @@ function renderLayer(layer) {
     const caption = document.createElement("figcaption");
     caption.className = "hint";
     caption.textContent = layer.erf.mass_in_box === null
-      ? "Effective receptive field: this cell did not respond to the photo."
-      : `Effective receptive field of the strongest cell, over its whole theoretical box (photo pixels ` +
+      ? `Effective receptive field: none, this cell's value ${layer.erf.flat_because}, so no photo pixel moves it.`
+      : `Effective receptive field of ${erfCell(layer.erf)}, over its whole theoretical box (photo pixels ` +
         `[${layer.erf.box.join(", ")}]): ${percent(layer.erf.mass_in_centre)} of its influence ` +
         `comes from the central ${percent(layer.erf.centre_area)} of its theoretical box; 90% from within ` +
         `${layer.erf.radius90} of the box's ${layer.erf.box_half_side} network-input pixels around its centre.`;
     const showBox = () => {
       drawBox($("cell-box"), layer.erf.box);
-      $("cell-info").textContent = `${layer.name}: theoretical receptive field of the strongest cell, ` +
+      $("cell-info").textContent = `${layer.name}: theoretical receptive field of ${erfCell(layer.erf)}, ` +
         `[${layer.erf.box.join(", ")}] in photo pixels.`;
     };
     img.addEventListener("mouseenter", showBox);
@@ -164,7 +174,7 @@ function clearResult() {
   $("layers").replaceChildren();
   $("overlay").removeAttribute("src");
   for (const id of ["peak-box", "peak-field", "cell-box"]) hideBox($(id));
-  for (const id of ["route", "confidence", "probabilities", "model", "cam-caption", "cell-info", "photo-name"]) {
+  for (const id of ["route", "confidence", "probabilities", "model", "network", "cam-caption", "cell-info", "photo-name"]) {
     $(id).textContent = "";
   }
   delete $("route").dataset.route;
@@ -180,8 +190,11 @@ function render(result, fileName) {
   $("confidence").textContent = confidenceText(result);
   $("probabilities").textContent = Object.entries(result.probabilities)
     .map(([name, p]) => `${name}: ${percent(p)}`).join(" \u00b7 ");
+  const net = result.network;
   $("model").textContent = `${result.model.name} ${result.model.version} on ${result.provider}` +
     (result.timings_ms ? `, ${Math.round(result.timings_ms.explain || 0)} ms to explain` : "");
+  $("network").textContent = `Network: ${net.name}, ${net.input_size}\u00d7${net.input_size} input, ` +
+    `${net.stages.length} stages (${net.stages.join(", ")}).`;
   const photo = result.photo;
   const svg = $("boxes");
   svg.setAttribute("viewBox", `0 0 ${photo.width} ${photo.height}`);
@@ -195,7 +208,7 @@ function render(result, fileName) {
   drawBox($("peak-field"), peak.box);
   hideBox($("cell-box"));
   $("cam-caption").textContent =
-    `Class-activation map for ${result.cam.class} (${result.cam.layer}); peak cell ` +
+    `Class-activation map for ${result.cam.class} on ${result.cam.layer} (${result.cam.about}); peak cell ` +
     `(${peak.cell.join(", ")}) sits at photo box [${footprint.join(", ")}] and sees ` +
     `[${peak.box.join(", ")}], its receptive field.`;
   $("cell-info").textContent = "";

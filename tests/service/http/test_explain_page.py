@@ -18,7 +18,7 @@ import pytest
 
 from model.config import NetworkConfig
 from model.preprocess import letterbox_geometry
-from model.receptive_field import cell_field_in_photo
+from model.receptive_field import cell_field_in_photo, stage_fields
 from model.synth import render_photo
 from tests.service.serve_process import serving
 
@@ -52,6 +52,16 @@ def analytic(stage: str, y: int, x: int, width: int, height: int) -> list[int]:
     config = NetworkConfig()
     c = cell_field_in_photo(config, stage, y, x, letterbox_geometry(width, height, config.preprocessing.size)).clipped
     return [c.x0, c.y0, c.x1, c.y1]
+
+
+def save_screenshot(page: Any, path: Path) -> Path:
+    """The whole page as ``path``, copied into ``$TRIAGE_TEST_ARTIFACTS`` when set."""
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("TRIAGE_TEST_ARTIFACTS"):
+        target = Path(os.environ["TRIAGE_TEST_ARTIFACTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / path.name)
+    return path
 
 
 def drawn_box(page: Any) -> list[int]:
@@ -163,12 +173,7 @@ def test_page_explains_an_uploaded_photo(service: str, browser: Any, tmp_path: P
     assert_on_screen_where_it_belongs(page, drawn_box(page), api["photo"])
     assert "stage2, channel" in page.inner_text("#cell-info")
 
-    screenshot = tmp_path / "explain_page.png"
-    page.screenshot(path=str(screenshot), full_page=True)
-    if os.environ.get("TRIAGE_TEST_ARTIFACTS"):
-        target = Path(os.environ["TRIAGE_TEST_ARTIFACTS"])
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(screenshot, target / screenshot.name)
+    screenshot = save_screenshot(page, tmp_path / "explain_page.png")
     print(f"screenshot: {screenshot}")
     assert screenshot.stat().st_size > 10_000
     assert not [e for e in console_errors if "401" not in e], console_errors
@@ -288,3 +293,75 @@ def test_the_report_link_opens_the_served_models_training_report(service: str, b
     report.wait_for_function("document.title.startsWith('Training report')", timeout=PATIENCE_MS)
     assert "random-test-model" in report.title()
     context.close()
+
+
+@pytest.fixture(scope="module")
+def lite0_service(random_lite0_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``triage serve`` of the random EfficientNet-Lite0 model (96 px input); yields its base URL."""
+    log = tmp_path_factory.mktemp("page_lite0") / "serve.log"
+    with serving(random_lite0_model_dir / "triage.onnx", log, TRIAGE_API_KEY=KEY) as served:
+        yield served.url
+
+
+def test_the_page_names_the_stages_of_an_efficientnet_lite0(lite0_service: str, browser: Any, tmp_path: Path) -> None:
+    """Served an EfficientNet-Lite0, the page shows its nine stages (stem, stage1..stage7, head), each captioned with
+    what it is, the class-activation map on the head, and a clicked cell's box is the Lite0 analytic one."""
+    from tests.conftest import LITE0_TEST_SIZE
+    from tests.lite0_nets import lite0_config
+
+    config = lite0_config(LITE0_TEST_SIZE)
+    synth = render_photo(11, "screen_damage", split="test")
+    photo_file = tmp_path / "cracked_screen.jpg"
+    photo_file.write_bytes(synth.encode("JPEG"))
+    width, height = synth.image.size
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(PATIENCE_MS)
+    page.goto(lite0_service + "/")
+    page.fill("#api-key", KEY)
+    page.fill("#channels", "2")
+    page.check("#erf")
+    page.set_input_files("#file", str(photo_file))
+    page.wait_for_function("document.getElementById('route').dataset.route !== undefined")
+    assert page.is_hidden("#error")
+
+    titles = page.locator(".layer h2").all_inner_texts()
+    assert [t.split(":")[0] for t in titles] == ["stem", *(f"stage{i}" for i in range(1, 8)), "head"]
+    assert "scratch" not in page.inner_text("#network")
+    assert "efficientnet_lite0" in page.inner_text("#network") and f"{LITE0_TEST_SIZE}\u00d7" in page.inner_text(
+        "#network"
+    )
+    assert "9 stages (stem, stage1" in page.inner_text("#network")
+    abouts = dict(zip(titles, page.locator(".layer .stage-about").all_inner_texts(), strict=True))
+    about = {title.split(":")[0]: text for title, text in abouts.items()}
+    assert about["stem"].startswith("conv 3\u00d73 stride 2") and "ReLU6" in about["stem"]
+    assert "stride 2 in block 1" in about["stage2"] and "5\u00d75 depthwise" in about["stage3"]
+    assert "1280 channels" in about["head"]
+    assert [name for name, text in about.items() if "stride 2" in text] == [
+        "stem",
+        "stage2",
+        "stage3",
+        "stage4",
+        "stage6",
+    ]  # where Lite0 halves the map (the scratch network does it in stage1 only)
+    for title in titles:  # each stage's shape is the Lite0 one at this input size
+        name = title.split(":")[0]
+        h, w = stage_fields(config)[name].out_size
+        assert title == f"{name}: {config.stage_channels()[name]} channels of {h}\u00d7{w}"
+    cam = page.inner_text("#cam-caption")
+    assert cam.startswith("Class-activation map for ") and " on head (conv 1\u00d71 to 1280 channels" in cam
+    assert page.locator(".layer .erf").count() == 9  # an effective receptive field per stage, each captioned
+    erf_captions = page.locator(".erf figcaption").all_inner_texts()
+    assert all(t.startswith("Effective receptive field") for t in erf_captions)
+    # this model's head peaks at the ReLU6 cap: its caption names the cell used instead, and why
+    assert "capped at 6 by its ReLU6" in erf_captions[-1] and "the strongest cell," not in erf_captions[-1]
+
+    channel = int(page.locator('.tile[data-layer="stage3"]').first.get_attribute("data-channel"))
+    h, w = stage_fields(config)["stage3"].out_size
+    y, x = 2, w - 3
+    click_cell(page, "stage3", channel, y, x, [0, h, w])
+    geo = letterbox_geometry(width, height, LITE0_TEST_SIZE)
+    c = cell_field_in_photo(config, "stage3", y, x, geo).clipped
+    assert drawn_box(page) == [c.x0, c.y0, c.x1, c.y1]
+    assert "stage3, channel" in page.inner_text("#cell-info")
+    save_screenshot(page, tmp_path / "explain_page_lite0.png")
+    page.close()

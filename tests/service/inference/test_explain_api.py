@@ -48,6 +48,11 @@ def client(random_model_dir: Path, metrics_dir: Path) -> Iterator[TestClient]:
         batch_timeout=0.2,
         request_timeout=60.0,
     )
+    yield from started_client(settings)
+
+
+def started_client(settings: Settings) -> Iterator[TestClient]:
+    """The in-process server for ``settings``, once its inference workers are ready; stopped when closed."""
     server = build_server(settings, *preflight(settings))
     with wrap_litserve_start(server) as started, TestClient(started.app) as test_client:
         deadline = time.monotonic() + 180  # spawning and loading the workers: seconds, more on a loaded machine
