@@ -34,7 +34,7 @@ TEST_CHECKS := \
 	"pytest|$(PYTEST) -q" \
 	"triage parity|$(TRIAGE) parity"
 
-test: .venv/dev.stamp
+test: .venv/dev.stamp photos
 	@status=0; results=; \
 	for check in $(TEST_CHECKS); do \
 		name="$${check%%|*}"; command="$${check#*|}"; \

@@ -21,7 +21,7 @@ def stand_in(path: Path, status: int) -> Path:
 def make_test(tmp_path: Path, ruff: int, pytest: int, triage: int) -> tuple[subprocess.CompletedProcess[str], str]:
     tools = {name: stand_in(tmp_path / name, status) for name, status in (("ruff", ruff), ("pytest", pytest))}
     tools["triage"] = stand_in(tmp_path / "triage", triage)
-    argv = ["make", "--no-print-directory", "-o", ".venv/dev.stamp", "test"]  # -o: install nothing
+    argv = ["make", "--no-print-directory", "-o", ".venv/dev.stamp", "-o", "photos", "test"]  # -o: install nothing
     argv += [f"{name.upper()}={path}" for name, path in tools.items()]
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # not the outer make's
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
