@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from export.familiarity_head import FamiliarityHead
-from model.config import INPUT_NAME, LOGITS_NAME
+from model.config import INPUT_NAME, LOGITS_NAME, NetworkConfig
 from model.familiarity import UNFAMILIARITY_NAME, Familiarity
 from model.network import Network
 
@@ -37,9 +37,9 @@ class _StagesAndLogits(nn.Module):
         return (logits, *stages, self.familiarity(stages[-1]))
 
 
-def output_names(net: Network, familiarity: Familiarity | None = None) -> list[str]:
+def output_names(config: NetworkConfig, familiarity: Familiarity | None = None) -> list[str]:
     """The graph's outputs in order: logits, every stage, and ``unfamiliarity`` when the model abstains."""
-    return [LOGITS_NAME, *net.config.stage_names, *([UNFAMILIARITY_NAME] if familiarity is not None else [])]
+    return [LOGITS_NAME, *config.stage_names, *([UNFAMILIARITY_NAME] if familiarity is not None else [])]
 
 
 def export_onnx(
@@ -54,7 +54,7 @@ def export_onnx(
     net = net.eval()
     size = net.config.preprocessing.size
     dummy = torch.zeros(1, net.config.in_channels, size, size)
-    names = output_names(net, familiarity)
+    names = output_names(net.config, familiarity)
     head = FamiliarityHead(familiarity) if familiarity is not None else None
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(

@@ -6,6 +6,12 @@ stage map. An element fails only if ``|a - b| > atol`` and ``|a - b| / |b| > rto
 engine), ``atol = rtol = 1e-5``. ``max rel`` covers the elements with ``|a - b| > atol`` (0 if none); ``ratio`` is
 the largest ``|a - b| / max(atol, rtol |b|)``, above 1 exactly when an element fails.
 
+A model that abstains on the unfamiliar has one more output, ``unfamiliarity`` (the ``(N,)`` familiarity distance of
+``model.familiarity``): PyTorch computes it with the exported ``FamiliarityHead`` on its last stage map, the NumPy
+engine with ``Familiarity.distances`` (float64) on its own last stage map, and both ONNX engines from the graph. Its
+float32 floor is the float32 head on the NumPy engine's float32 map against the float64 distance of the float64 map:
+the rounding of the map and of the head's own arithmetic.
+
 Every float32 engine rounds, and on a deep network the rounding outgrows 1e-5: EfficientNet-Lite0's maps hold values
 near 80, and each float32 engine is ~2e-4 from exact arithmetic there. So each output also gets its float32 floor:
 the largest difference between the NumPy engine in float32 and the same engine in float64, one function in two
@@ -35,9 +41,11 @@ import onnxruntime as ort
 import torch
 from onnx.reference import ReferenceEvaluator
 
-from export.onnx_export import INPUT_NAME, LOGITS_NAME
+from export.familiarity_head import FamiliarityHead
+from export.onnx_export import INPUT_NAME, LOGITS_NAME, output_names
 from export.parity_inputs import COMPACT_STRESS, default_inputs
 from model.checkpoint import Checkpoint, load_checkpoint
+from model.familiarity import UNFAMILIARITY_NAME, pooled_features
 from model.network import build_network, load_numpy_state
 from model.numpy_engine import numpy_network
 
@@ -126,7 +134,7 @@ class ParityReport:
 
     def format_table(self) -> str:
         header = (
-            f"{'output':<8} {'engines':<34} {'max abs':>10} {'max rel':>10} {'ratio':>8} {'failing':>9} "
+            f"{'output':<13} {'engines':<34} {'max abs':>10} {'max rel':>10} {'ratio':>8} {'failing':>9} "
             f"{'fp32 floor':>10} {'/ bound':>8}  result"
         )
         floors = dict(self.floors)
@@ -139,7 +147,7 @@ class ParityReport:
         for c in self.comparisons:
             pair = f"{c.a} vs {c.b}"
             lines.append(
-                f"{c.output:<8} {pair:<34} {c.max_abs:>10.3g} {c.max_rel:>10.3g} {c.ratio:>8.3g} {c.failures:>9} "
+                f"{c.output:<13} {pair:<34} {c.max_abs:>10.3g} {c.max_rel:>10.3g} {c.ratio:>8.3g} {c.failures:>9} "
                 f"{floors.get(c.output, math.nan):>10.3g} {self.float32_ratio(c):>8.3g}  "
                 + ("pass" if c.passed else f"FAIL (worst input: {c.worst_input})")
             )
@@ -213,14 +221,24 @@ def _run_engines(
     """Every engine's logits and stage maps for ``batch (N, C, S, S)``, by engine name, and each output's float32
     floor (largest ``|NumPy float32 - NumPy float64|``)."""
     net = load_numpy_state(build_network(ckpt.config), ckpt.weights).eval()
+    last = ckpt.config.stage_names[-1]
     with torch.no_grad():
         logits, maps = net.forward_stages(torch.from_numpy(batch))
-    results = {"torch": {LOGITS_NAME: logits.numpy(), **{k: v.numpy() for k, v in maps.items()}}}
+        results = {"torch": {LOGITS_NAME: logits.numpy(), **{k: v.numpy() for k, v in maps.items()}}}
+        if ckpt.familiarity is not None:
+            results["torch"][UNFAMILIARITY_NAME] = FamiliarityHead(ckpt.familiarity)(maps[last]).numpy()
     np_logits, np_maps = numpy_network(ckpt.config, ckpt.weights).forward(batch)
     results["numpy"] = {LOGITS_NAME: np_logits, **np_maps}
     exact_logits, exact_maps = numpy_network(ckpt.config, ckpt.weights, np.float64).forward(batch.astype(np.float64))
     exact = {LOGITS_NAME: exact_logits, **exact_maps}
+    if ckpt.familiarity is not None:
+        results["numpy"][UNFAMILIARITY_NAME] = ckpt.familiarity.distances(pooled_features(np_maps[last]))
+        exact[UNFAMILIARITY_NAME] = ckpt.familiarity.distances(pooled_features(exact_maps[last]))
     floors = {name: float(np.abs(results["numpy"][name] - value).max()) for name, value in exact.items()}
+    if ckpt.familiarity is not None:  # the head's own float32 arithmetic rounds too: its floor includes it
+        with torch.no_grad():
+            head32 = FamiliarityHead(ckpt.familiarity)(torch.from_numpy(np_maps[last])).numpy()
+        floors[UNFAMILIARITY_NAME] = float(np.abs(head32 - exact[UNFAMILIARITY_NAME]).max())
     for provider in providers:
         session = _ort_session(onnx_path, provider)
         label = _ENGINE_NAMES.get(provider, provider)
@@ -265,7 +283,7 @@ def run_parity(
         providers = [CPU, *([CUDA] if CUDA in ort.get_available_providers() else [])]
     results, floors = _run_engines(ckpt, Path(onnx_path), batch, providers, notes)
     comparisons = []
-    for output in [LOGITS_NAME, *ckpt.config.stage_names]:
+    for output in output_names(ckpt.config, ckpt.familiarity):
         for a, b in itertools.combinations(results, 2):
             missing = [e for e in (a, b) if output not in results[e]]
             if missing:

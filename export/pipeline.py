@@ -107,7 +107,7 @@ def export_artifacts(checkpoint: Path, out: Path) -> dict[str, Any]:
         "sha256": sha256_file(onnx_path),
         "bytes": onnx_path.stat().st_size,
         "opset": OPSET,
-        "outputs": output_names(net, familiarity),
+        "outputs": output_names(net.config, familiarity),
     }
     card["layers"] = layer_table(net)
     write_card(out / CARD_NAME, card)
