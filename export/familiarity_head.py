@@ -29,7 +29,7 @@ class FamiliarityHead(nn.Module):
         self.inv_residual = float(familiarity.inv_residual)
 
     def forward(self, last_map: torch.Tensor) -> torch.Tensor:
-        features = last_map.float().mean(dim=(2, 3))
+        features = last_map.mean(dim=(2, 3))  # no cast: a Cast node would take over the stage output's name
         centred = features.unsqueeze(0) - self.means.unsqueeze(1)  # (K, N, D)
         along = centred @ self.components.T  # (K, N, R)
         residual = centred - along @ self.components  # (K, N, D), orthogonal to the leading directions

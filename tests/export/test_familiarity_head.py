@@ -57,3 +57,25 @@ def test_head_stays_float32_accurate_when_training_varied_along_few_directions()
     with torch.inference_mode():
         got = FamiliarityHead(familiarity)(torch.from_numpy(probe[:, :, None, None])).numpy()
     np.testing.assert_allclose(got, expected, rtol=2e-5)
+
+
+def test_the_head_leaves_every_stage_output_with_the_node_that_computes_it(tmp_path: Path) -> None:
+    """Explanations read each stage's convolution from the node producing the stage output; the head's nodes must
+    read the last stage, never take over its name (a cast of it once did)."""
+    import onnx
+
+    from export.onnx_export import export_onnx, output_names
+    from model.network import build_network
+
+    net = build_network(seed=0).eval()
+    rng = np.random.default_rng(2)
+    channels = net.config.stages[-1].channels
+    familiarity = fit_familiarity(rng.normal(size=(80, channels)), rng.integers(0, 2, 80), rank=4)
+    producers = {}
+    for name, head in (("plain", None), ("abstaining", familiarity)):
+        graph = export_onnx(net, tmp_path / f"{name}.onnx", {}, head).graph
+        assert [o.name for o in graph.output] == output_names(net.config, head)
+        producers[name] = {out: node.op_type for node in graph.node for out in node.output}
+    for stage in net.config.stage_names:
+        assert producers["abstaining"][stage] == producers["plain"][stage], stage
+    assert onnx.checker.check_model(onnx.load(str(tmp_path / "abstaining.onnx"))) is None
