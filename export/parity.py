@@ -6,6 +6,14 @@ stage map. An element fails only if ``|a - b| > atol`` and ``|a - b| / |b| > rto
 engine), ``atol = rtol = 1e-5``. ``max rel`` covers the elements with ``|a - b| > atol`` (0 if none); ``ratio`` is
 the largest ``|a - b| / max(atol, rtol |b|)``, above 1 exactly when an element fails.
 
+A model that abstains on the unfamiliar has one more output, ``unfamiliarity`` (the ``(N,)`` familiarity distance of
+``model.familiarity``): PyTorch computes it with the exported ``FamiliarityHead`` on its last stage map, the NumPy
+engine with ``Familiarity.distances`` on its own last stage map, and both ONNX engines from the graph; all of them
+compute it in float64 from their float32 map, so its floor, like the others, is the NumPy engine's float32 map
+against its float64 map. The distance weights the directions training photos hardly varied along by ``1 / sigma^2``,
+so it magnifies its map's float32 rounding: engines differ on it by up to ~3e-5 of itself, as the floor does. It is
+judged by the float32 rule alone, in both modes (``FLOAT32_RULE_ONLY``).
+
 Every float32 engine rounds, and on a deep network the rounding outgrows 1e-5: EfficientNet-Lite0's maps hold values
 near 80, and each float32 engine is ~2e-4 from exact arithmetic there. So each output also gets its float32 floor:
 the largest difference between the NumPy engine in float32 and the same engine in float64, one function in two
@@ -35,9 +43,11 @@ import onnxruntime as ort
 import torch
 from onnx.reference import ReferenceEvaluator
 
-from export.onnx_export import INPUT_NAME, LOGITS_NAME
+from export.familiarity_head import FamiliarityHead
+from export.onnx_export import INPUT_NAME, LOGITS_NAME, output_names
 from export.parity_inputs import COMPACT_STRESS, default_inputs
 from model.checkpoint import Checkpoint, load_checkpoint
+from model.familiarity import UNFAMILIARITY_NAME, pooled_features
 from model.network import build_network, load_numpy_state
 from model.numpy_engine import numpy_network
 
@@ -46,6 +56,7 @@ RTOL = 1e-5
 DEFAULT_CHECKPOINT = Path("artifacts/triage_checkpoint.npz")
 DEFAULT_ONNX = Path("artifacts/triage.onnx")
 FLOOR_FACTOR = 4.0
+FLOAT32_RULE_ONLY = (UNFAMILIARITY_NAME,)  # outputs judged by the float32 rule even under the strict one
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 # The default inputs per network: (rendered photos, stress tensors or None for all 16). ``onnx.reference`` runs
 # EfficientNet-Lite0's convolutions through Python-level im2col at about 2.4 s per 256 px input on 2 cores, so it
@@ -90,9 +101,15 @@ class ParityReport:
     notes: tuple[str, ...] = field(default=())
     floors: tuple[tuple[str, float], ...] = field(default=())  # (output, largest |NumPy float32 - float64|)
 
+    def comparison_passed(self, comparison: Comparison) -> bool:
+        """The 1e-5 rule, or for ``FLOAT32_RULE_ONLY`` outputs the float32 rule."""
+        if comparison.output in FLOAT32_RULE_ONLY:
+            return self.float32_ratio(comparison) <= 1
+        return comparison.passed
+
     @property
     def passed(self) -> bool:
-        return len(self.engines) >= 2 and all(c.passed for c in self.comparisons)
+        return len(self.engines) >= 2 and all(self.comparison_passed(c) for c in self.comparisons)
 
     def float32_ratio(self, comparison: Comparison) -> float:
         """``max abs / max(atol, FLOOR_FACTOR x floor)`` of the comparison's output; at most 1 within float32."""
@@ -106,7 +123,7 @@ class ParityReport:
         return len(self.engines) >= 2 and bool(self.floors) and all(r <= 1 for r in ratios)
 
     def to_dict(self) -> dict:
-        rows = [{**asdict(c), "passed": c.passed} for c in self.comparisons]
+        rows = [{**asdict(c), "passed": self.comparison_passed(c)} for c in self.comparisons]
         for row in rows:
             for key in ("max_abs", "max_rel", "ratio"):
                 row[key] = _finite_or_text(row[key])
@@ -126,7 +143,7 @@ class ParityReport:
 
     def format_table(self) -> str:
         header = (
-            f"{'output':<8} {'engines':<34} {'max abs':>10} {'max rel':>10} {'ratio':>8} {'failing':>9} "
+            f"{'output':<13} {'engines':<34} {'max abs':>10} {'max rel':>10} {'ratio':>8} {'failing':>9} "
             f"{'fp32 floor':>10} {'/ bound':>8}  result"
         )
         floors = dict(self.floors)
@@ -139,12 +156,15 @@ class ParityReport:
         for c in self.comparisons:
             pair = f"{c.a} vs {c.b}"
             lines.append(
-                f"{c.output:<8} {pair:<34} {c.max_abs:>10.3g} {c.max_rel:>10.3g} {c.ratio:>8.3g} {c.failures:>9} "
+                f"{c.output:<13} {pair:<34} {c.max_abs:>10.3g} {c.max_rel:>10.3g} {c.ratio:>8.3g} {c.failures:>9} "
                 f"{floors.get(c.output, math.nan):>10.3g} {self.float32_ratio(c):>8.3g}  "
-                + ("pass" if c.passed else f"FAIL (worst input: {c.worst_input})")
+                + ("pass" if self.comparison_passed(c) else f"FAIL (worst input: {c.worst_input})")
+                + (" (float32 rule)" if c.output in FLOAT32_RULE_ONLY else "")
             )
         lines += [f"note: {n}" for n in self.notes]
-        lines.append(f"strict rule (every element as above): {'PASS' if self.passed else 'FAIL'}")
+        loose = sorted({c.output for c in self.comparisons if c.output in FLOAT32_RULE_ONLY})
+        aside = f"; {', '.join(loose)} by the float32 rule" if loose else ""
+        lines.append(f"strict rule (every element as above{aside}): {'PASS' if self.passed else 'FAIL'}")
         lines.append(
             f"float32 rule (every pair within max({self.atol:g}, {FLOOR_FACTOR:g} x fp32 floor)): "
             + ("PASS" if self.within_float32 else "FAIL")
@@ -213,13 +233,19 @@ def _run_engines(
     """Every engine's logits and stage maps for ``batch (N, C, S, S)``, by engine name, and each output's float32
     floor (largest ``|NumPy float32 - NumPy float64|``)."""
     net = load_numpy_state(build_network(ckpt.config), ckpt.weights).eval()
+    last = ckpt.config.stage_names[-1]
     with torch.no_grad():
         logits, maps = net.forward_stages(torch.from_numpy(batch))
-    results = {"torch": {LOGITS_NAME: logits.numpy(), **{k: v.numpy() for k, v in maps.items()}}}
+        results = {"torch": {LOGITS_NAME: logits.numpy(), **{k: v.numpy() for k, v in maps.items()}}}
+        if ckpt.familiarity is not None:
+            results["torch"][UNFAMILIARITY_NAME] = FamiliarityHead(ckpt.familiarity)(maps[last]).numpy()
     np_logits, np_maps = numpy_network(ckpt.config, ckpt.weights).forward(batch)
     results["numpy"] = {LOGITS_NAME: np_logits, **np_maps}
     exact_logits, exact_maps = numpy_network(ckpt.config, ckpt.weights, np.float64).forward(batch.astype(np.float64))
     exact = {LOGITS_NAME: exact_logits, **exact_maps}
+    if ckpt.familiarity is not None:
+        results["numpy"][UNFAMILIARITY_NAME] = ckpt.familiarity.distances(pooled_features(np_maps[last]))
+        exact[UNFAMILIARITY_NAME] = ckpt.familiarity.distances(pooled_features(exact_maps[last]))
     floors = {name: float(np.abs(results["numpy"][name] - value).max()) for name, value in exact.items()}
     for provider in providers:
         session = _ort_session(onnx_path, provider)
@@ -265,7 +291,7 @@ def run_parity(
         providers = [CPU, *([CUDA] if CUDA in ort.get_available_providers() else [])]
     results, floors = _run_engines(ckpt, Path(onnx_path), batch, providers, notes)
     comparisons = []
-    for output in [LOGITS_NAME, *ckpt.config.stage_names]:
+    for output in output_names(ckpt.config, ckpt.familiarity):
         for a, b in itertools.combinations(results, 2):
             missing = [e for e in (a, b) if output not in results[e]]
             if missing:

@@ -115,16 +115,25 @@ def classification_report(probs: np.ndarray, labels: np.ndarray, classes: Sequen
     }
 
 
-def routing_report(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """What the review threshold does: coverage (share auto-routed) and precision of the auto-routed photos."""
-    routed = probs.max(axis=1) >= threshold
+def routing_report(
+    probs: np.ndarray, labels: np.ndarray, threshold: float, unfamiliar: np.ndarray | None = None
+) -> dict[str, float]:
+    """What the review threshold does: coverage (share auto-routed) and precision of the auto-routed photos.
+
+    ``unfamiliar`` ``(N,)`` bool marks the photos abstained on (``model.familiarity``): they go to review whatever
+    their confidence, so they are never auto-routed; the report's ``unfamiliar`` counts them (given flags only)."""
+    abstained = np.zeros(len(labels), dtype=bool) if unfamiliar is None else np.asarray(unfamiliar, dtype=bool)
+    if abstained.shape != labels.shape:
+        raise ValueError(f"unfamiliar must be (N,) = {labels.shape}, got shape {abstained.shape}")
+    routed = (probs.max(axis=1) >= threshold) & ~abstained
     correct = probs.argmax(axis=1) == labels
-    return {
+    report = {
         "threshold": float(threshold),
         "coverage": float(routed.mean()),
         "auto_routed_precision": float(correct[routed].mean()) if routed.any() else 1.0,
         "needs_review": int((~routed).sum()),
     }
+    return report if unfamiliar is None else {**report, "unfamiliar": int(abstained.sum())}
 
 
 def reaches_precision(probs: np.ndarray, labels: np.ndarray, threshold: float, target_precision: float) -> bool:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from model.abstention import familiarity_card, fit_abstention, logits_and_features
 from model.allocator import reuse_freed_memory
 from model.augment import apply, draw
 from model.card import CARD_NAME, CHECKPOINT_NAME, RETRAINED_NAME, read_card, retrained_version, sha256_file, write_card
@@ -70,6 +71,7 @@ class TrainOptions:
     start_from: Path | None = None  # a model folder (or checkpoint) to fine-tune instead of a fresh network
 
 
+EVALUATED = ("val", "test", "shifted", "real")  # the splits the card reports metrics for, when present
 DEFAULT_EPOCHS = 14
 DEFAULT_N_TRAIN = 24000
 # The pretrained backbone is fine-tuned: fewer photos and passes reach its accuracy (docs/BENCHMARKS.md).
@@ -271,27 +273,35 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
     net = start.net.to(device, memory_format=torch.channels_last)
     fit = _fit(net, splits, opts, epochs, lr)
 
-    val_logits = predict_logits(net, splits["val"], spec)
-    chosen = choose_temperature(val_logits, splits["val"].labels)
+    # --- Abstention on the unfamiliar (model.abstention): the familiarity distance is fitted on the trained network's
+    # features, its threshold on validation; abstained photos are never auto-routed, and the review threshold is fitted
+    # on the validation photos that were not abstained on.
+    evaluated = {name: logits_and_features(net, splits[name], spec) for name in EVALUATED if name in splits}
+    familiarity, familiarity_photos = fit_abstention(net, splits["train"], evaluated["val"][1], spec, opts.seed)
+    abstained = {name: familiarity.unfamiliar(features) for name, (_, features) in evaluated.items()}
+    familiar_val = ~abstained["val"]
+    val_logits, val_labels = evaluated["val"][0], splits["val"].labels
+    chosen = choose_temperature(val_logits, val_labels)
     temperature = chosen["temperature"]
     print(temperature_summary(chosen))
     val_probs = softmax(val_logits, temperature)
-    threshold = review_threshold(val_probs, splits["val"].labels, opts.target_precision)
+    threshold = review_threshold(val_probs[familiar_val], val_labels[familiar_val], opts.target_precision)
     metrics: dict[str, Any] = {}
-    for name in ("val", "test", "shifted", "real"):
-        if name not in splits:
-            continue
-        logits = predict_logits(net, splits[name], spec)
+    for name, (logits, _) in evaluated.items():
         labels = splits[name].labels
         raw = classification_report(softmax(logits), labels, CLASSES)
         calibrated = classification_report(softmax(logits, temperature), labels, CLASSES)
         calibrated["ece_uncalibrated"] = raw["ece"]
-        calibrated["routing"] = routing_report(softmax(logits, temperature), labels, threshold)
+        calibrated["routing"] = routing_report(softmax(logits, temperature), labels, threshold, abstained[name])
         metrics[name] = calibrated
         print(
             f"{name}: accuracy {calibrated['accuracy']:.4f}  ECE {calibrated['ece']:.4f} "
-            f"(uncalibrated {raw['ece']:.4f})  coverage at threshold {calibrated['routing']['coverage']:.3f}"
+            f"(uncalibrated {raw['ece']:.4f})  coverage at threshold {calibrated['routing']['coverage']:.3f} "
+            f"(precision {calibrated['routing']['auto_routed_precision']:.4f}, "
+            f"{abstained[name].mean():.1%} abstained as unfamiliar)"
         )
+    familiarity_summary = familiarity_card(familiarity, familiarity_photos, abstained)
+    # --- end of abstention
 
     opts.out.mkdir(parents=True, exist_ok=True)
     checkpoint = opts.out / CHECKPOINT_NAME
@@ -303,16 +313,16 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
         "val_ece_uncalibrated": chosen["val_ece_uncalibrated"],
         "review_threshold": threshold,
         "threshold_reaches_target": reaches_precision(
-            val_probs, splits["val"].labels, threshold, opts.target_precision
+            val_probs[familiar_val], val_labels[familiar_val], threshold, opts.target_precision
         ),
         "target_precision": opts.target_precision,
-        "fitted_on": "val",
+        "fitted_on": "val (the photos not abstained on as unfamiliar)",
     }
     warnings = weak_model_warnings(metrics, calibration)
     meta = {"calibration": calibration, "seed": opts.seed, "initialisation": start.record}
     if "real_photos" in data_description:
         meta["real_photos_digest"] = data_description["real_photos"]["digest"]
-    save_checkpoint(checkpoint, config, state_to_numpy(net), meta)
+    save_checkpoint(checkpoint, config, state_to_numpy(net), meta, familiarity)
     seconds = time.perf_counter() - started
     card = {
         "name": opts.name,
@@ -338,6 +348,7 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
             "threads": torch.get_num_threads(),
             "allocator": {"glibc_mallopt": allocator} if allocator else "as the C library sets it",
         },
+        "familiarity": familiarity_summary,
         "metrics": metrics,
         "warnings": warnings,
         "artifacts": {CHECKPOINT_NAME: {"sha256": sha256_file(checkpoint), "bytes": checkpoint.stat().st_size}},

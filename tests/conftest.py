@@ -65,3 +65,18 @@ def random_lite0_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     net = calibrated_lite0(LITE0_TEST_SIZE, seed=0)
     return write_model_dir(tmp_path_factory.mktemp("random_lite0"), net, "random-lite0-model")
+
+
+@pytest.fixture(scope="session")
+def abstaining_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained model (192 generated photos, 2 epochs: weak, which ``train`` accepts as ``--allow-weak`` does)
+    exported with its familiarity head: ``triage_checkpoint.npz``, ``triage.onnx`` and ``model_card.json``."""
+    from export.pipeline import export_artifacts
+    from model.card import CHECKPOINT_NAME
+    from model.train import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("abstaining_model")
+    options = TrainOptions(out=out, epochs=2, n_train=192, n_val=64, n_test=32, n_shifted=16, n_real=32, batch_size=32)
+    train(options)
+    export_artifacts(out / CHECKPOINT_NAME, out)
+    return out

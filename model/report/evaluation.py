@@ -12,6 +12,7 @@ import torch
 from model.checkpoint import load_checkpoint
 from model.config import CLASSES, Preprocessing
 from model.data import FOLDER_FRACTIONS, ArrayDataset, image_folder, split_seeds, stratified_split, synthetic_split
+from model.familiarity import pooled_features
 from model.network import build_network, load_numpy_state
 from model.preprocess import normalize
 
@@ -28,6 +29,7 @@ class SplitPredictions:
     labels: np.ndarray
     logits: np.ndarray
     descriptions: list[dict[str, Any]]
+    unfamiliar: np.ndarray | None = None  # (N,) bool: abstained on as unfamiliar; None: the model does not abstain
 
 
 class Predictor:
@@ -37,6 +39,7 @@ class Predictor:
         checkpoint = load_checkpoint(model_dir / "triage_checkpoint.npz")
         self.config = checkpoint.config
         self.net = load_numpy_state(build_network(checkpoint.config), checkpoint.weights).eval()
+        self.familiarity = checkpoint.familiarity
         self.head = [m for m in self.net.modules() if isinstance(m, torch.nn.Linear)][-1]
 
     def logits(self, pixels: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -47,6 +50,19 @@ class Predictor:
                 x = torch.from_numpy(normalize(pixels[i : i + batch], self.config.preprocessing))
                 out.append(self.net(x).double().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(CLASSES)))
+
+    def unfamiliar(self, pixels: np.ndarray, batch: int = 128) -> np.ndarray | None:
+        """``uint8 (N, S, S, 3)`` -> ``(N,)`` bool, the photos above the familiarity threshold; None when the model
+        does not abstain."""
+        if self.familiarity is None:
+            return None
+        last = self.config.stage_names[-1]
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(pixels), batch):
+                x = torch.from_numpy(normalize(pixels[i : i + batch], self.config.preprocessing))
+                out.append(self.familiarity.unfamiliar(pooled_features(self.net.forward_stages(x)[1][last].numpy())))
+        return np.concatenate(out) if out else np.zeros(0, dtype=bool)
 
     def cams(self, pixels: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Each photo's class-activation map for ``classes[i]``: the last stage's map weighted by the head's row,
@@ -100,5 +116,6 @@ def evaluate(
         else:
             generated, descriptions = _generated(card, name, None if data is not None else spec)
             data = generated if data is None else data
-        out.append(SplitPredictions(name, data.pixels, data.labels, predictor.logits(data.pixels), descriptions))
+        logits, unfamiliar = predictor.logits(data.pixels), predictor.unfamiliar(data.pixels)
+        out.append(SplitPredictions(name, data.pixels, data.labels, logits, descriptions, unfamiliar))
     return out

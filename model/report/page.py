@@ -85,7 +85,8 @@ def _split_section(split: SplitPredictions, card: dict[str, Any], predictor: Pre
     temperature, threshold = float(calibration["temperature"]), float(calibration["review_threshold"])
     raw, probs = softmax(split.logits), softmax(split.logits, temperature)
     report = classification_report(probs, split.labels, CLASSES)
-    routing = routing_report(probs, split.labels, threshold)
+    routing = routing_report(probs, split.labels, threshold, split.unfamiliar)
+    familiar = np.ones(len(split.labels), dtype=bool) if split.unfamiliar is None else ~split.unfamiliar
     numbers = {
         "n": report["n"],
         "accuracy": report["accuracy"],
@@ -99,8 +100,8 @@ def _split_section(split: SplitPredictions, card: dict[str, Any], predictor: Pre
     per_class = [[c, v["precision"], v["recall"], v["f1"], v["support"]] for c, v in report["per_class"].items()]
     targets = []
     for target in PRECISION_TARGETS:
-        t = review_threshold(probs, split.labels, target)
-        at = routing_report(probs, split.labels, t)
+        t = review_threshold(probs[familiar], split.labels[familiar], target)  # abstained photos never route
+        at = routing_report(probs, split.labels, t, split.unfamiliar)
         targets.append([f"{target:.1%}", t if t <= 1 else "none reaches it", at["coverage"], 1 - at["coverage"]])
     conf, pred = probs.max(axis=1), probs.argmax(axis=1)
     wrong = np.flatnonzero(pred != split.labels)

@@ -236,3 +236,48 @@ def test_a_stress_subset_keeps_its_names_the_photos_and_the_beyond_photos_inputs
     assert len(compact) == len(COMPACT_STRESS) + 2 and all(np.array_equal(compact[k], full[k]) for k in compact)
     with pytest.raises(ValueError, match=r"unknown stress inputs \['checker-3'\]"):
         default_inputs(spec, synth=0, stress=("checker-3",))
+
+
+@pytest.fixture(scope="module")
+def abstaining(exported: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The random network with a familiarity distance fitted on its features of 64 random inputs: checkpoint, its
+    ONNX file with the ``unfamiliarity`` output, and one whose head was built from class means moved by 0.01."""
+    from dataclasses import replace
+
+    from model.checkpoint import load_checkpoint
+    from model.familiarity import fit_familiarity, pooled_features, with_threshold
+
+    out = tmp_path_factory.mktemp("parity_abstaining")
+    checkpoint = load_checkpoint(exported[0])
+    net = build_network(CONFIG)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in checkpoint.weights.items()})
+    net.eval()
+    rng = np.random.default_rng(5)
+    with torch.no_grad():
+        _, maps = net.forward_stages(torch.from_numpy(rng.normal(size=(96, 3, 48, 48)).astype(np.float32)))
+    features = pooled_features(maps["stage5"].numpy())
+    familiarity = with_threshold(fit_familiarity(features[:64], rng.integers(0, 2, 64), rank=4), features[64:])
+    save_checkpoint(out / "ckpt.npz", CONFIG, checkpoint.weights, checkpoint.meta, familiarity)
+    export_onnx(net, out / "model.onnx", {}, familiarity)
+    export_onnx(net, out / "moved.onnx", {}, replace(familiarity, means=familiarity.means + 0.01))
+    return out / "ckpt.npz", out / "model.onnx", out / "moved.onnx"
+
+
+def test_parity_compares_the_unfamiliarity_output_of_every_engine(abstaining: tuple[Path, Path, Path]) -> None:
+    ckpt, model, moved = abstaining
+    inputs = default_inputs(CONFIG.preprocessing, synth=0)
+    report = run_parity(ckpt, model, inputs, providers=["CPUExecutionProvider"])
+    pairs = {(c.a, c.b) for c in report.comparisons if c.output == "unfamiliarity"}
+    assert len(pairs) == 6 and all(c.elements == len(inputs) for c in report.comparisons if c.output == "unfamiliarity")
+    assert report.passed and report.within_float32, report.format_table()
+    assert dict(report.floors)["unfamiliarity"] > 0
+    wrong = run_parity(ckpt, moved, inputs, providers=["CPUExecutionProvider"])
+    failed = {(c.output, c.a, c.b) for c in wrong.comparisons if not wrong.comparison_passed(c)}
+    # Only the unfamiliarity output fails, and at least between every ONNX engine and PyTorch or NumPy.
+    assert {("unfamiliarity", a, b) for a in ("ort-cpu", "onnx-reference") for b in ("torch", "numpy")} <= failed
+    assert {output for output, _, _ in failed} == {"unfamiliarity"} and (
+        "unfamiliarity",
+        "numpy",
+        "torch",
+    ) not in failed
+    assert not wrong.passed and not wrong.within_float32

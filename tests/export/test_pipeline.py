@@ -41,3 +41,20 @@ def test_a_checkpoint_without_its_card_is_refused(run: Path, tmp_path: Path) -> 
     with pytest.raises(ExportError, match="no model card records"):
         export_artifacts(alone / CHECKPOINT_NAME, tmp_path / "out")
     assert not (tmp_path / "out" / ONNX_NAME).exists()
+
+
+def test_export_keeps_the_cards_familiarity_and_refuses_a_card_that_disagrees_with_the_checkpoint(
+    run: Path, tmp_path: Path
+) -> None:
+    card = json.loads((run / CARD_NAME).read_text())
+    written = export_artifacts(run / CHECKPOINT_NAME, tmp_path / "out")
+    assert written["familiarity"] == card["familiarity"]
+    assert written["artifacts"][ONNX_NAME]["outputs"][-1] == "unfamiliarity"
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(run / CHECKPOINT_NAME, other / CHECKPOINT_NAME)
+    moved = {**card, "familiarity": {**card["familiarity"], "threshold": 2 * card["familiarity"]["threshold"]}}
+    (other / CARD_NAME).write_text(json.dumps(moved))
+    with pytest.raises(ExportError, match="familiarity"):
+        export_artifacts(other / CHECKPOINT_NAME, other)
+    assert not (other / ONNX_NAME).exists()

@@ -81,13 +81,13 @@ def test_fine_tuning_changes_only_the_unfrozen_blocks_and_records_the_weights(pr
 
 def test_the_exported_backbone_has_one_output_per_stage_and_its_field_table(pretrained_run: Path) -> None:
     proto = onnx.load(str(pretrained_run / ONNX_NAME))
-    assert [o.name for o in proto.graph.output] == ["logits", *LITE0.stage_names]
+    assert [o.name for o in proto.graph.output] == ["logits", *LITE0.stage_names, "unfamiliarity"]
     card = json.loads((pretrained_run / CARD_NAME).read_text())
     assert [(row["name"], row["size"], row["jump"]) for row in card["layers"]][-2:] == [
         ("stage7", 851, 32),
         ("head", 851, 32),
     ]
-    assert card["artifacts"][ONNX_NAME]["outputs"] == ["logits", *LITE0.stage_names]
+    assert card["artifacts"][ONNX_NAME]["outputs"] == ["logits", *LITE0.stage_names, "unfamiliarity"]
 
 
 def test_training_from_a_model_folder_keeps_its_network_and_records_the_checkpoint(

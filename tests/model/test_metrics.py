@@ -149,3 +149,18 @@ def test_a_temperature_fit_with_nothing_to_learn_is_pinned_at_its_bound() -> Non
     fitted = fit_temperature(logits, labels)
     assert fitted == pytest.approx(TEMPERATURE_BOUNDS[1], rel=1e-3) and temperature_at_bound(fitted)
     assert temperature_at_bound(TEMPERATURE_BOUNDS[0]) and not temperature_at_bound(1.0)
+
+
+def test_routing_never_auto_routes_a_photo_abstained_on() -> None:
+    """Abstained photos count as sent to review whatever their confidence: coverage and precision are those of the
+    confident photos left, counted here by hand."""
+    probs = np.array([[0.99, 0.01], [0.02, 0.98], [0.97, 0.03], [0.6, 0.4]])
+    labels = np.array([0, 0, 0, 1])  # photo 1 is confidently wrong
+    plain = routing_report(probs, labels, 0.9)
+    assert (plain["coverage"], plain["auto_routed_precision"]) == (0.75, pytest.approx(2 / 3))
+    assert "unfamiliar" not in plain  # a model that does not abstain reports as before
+    abstaining = routing_report(probs, labels, 0.9, np.array([False, True, False, False]))
+    assert abstaining["coverage"] == 0.5 and abstaining["auto_routed_precision"] == 1.0
+    assert abstaining["needs_review"] == 2 and abstaining["unfamiliar"] == 1
+    with pytest.raises(ValueError, match="unfamiliar must be"):
+        routing_report(probs, labels, 0.9, np.array([True]))

@@ -95,7 +95,7 @@ def test_exported_onnx_carries_preprocessing_classes_and_stage_outputs(tiny_run:
     meta = {p.key: p.value for p in proto.metadata_props}
     assert Preprocessing.from_dict(json.loads(meta["preprocessing"])) == Preprocessing()
     assert json.loads(meta["classes"]) == list(CLASSES)
-    assert [o.name for o in proto.graph.output] == ["logits", *NetworkConfig().stage_names]
+    assert [o.name for o in proto.graph.output] == ["logits", *NetworkConfig().stage_names, "unfamiliarity"]
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
 
