@@ -29,7 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.pipeline import export_artifacts, load_torch_model
-from model.card import CHECKPOINT_NAME, ONNX_NAME
+from export.quantize import INT8_NAME
+from model.card import CARD_NAME, CHECKPOINT_NAME, ONNX_NAME
+from model.checkpoint import load_checkpoint
 from model.config import INPUT_NAME, LOGITS_NAME, NetworkConfig, Preprocessing, preprocessing_for
 from model.preprocess import decode_photo, letterbox, normalize
 from model.synth import render_photo
@@ -161,13 +163,18 @@ def main() -> None:
             rows.append(run_arm(network, size, args))
             (arm_folder(args, network, size) / "bench_row.json").write_text(json.dumps(rows[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    specs = {
-        f"{n}:{s}": (arm_folder(args, n, s) / ONNX_NAME, load_torch_model(arm_folder(args, n, s) / CHECKPOINT_NAME))
-        for n, s in arms
-    }
-    costs = serving_cost({arm: (path, net.config.preprocessing) for arm, (path, net) in specs.items()}, args.repeat)
+    models = {}
     for row, (network, size) in zip(rows, arms, strict=True):
-        row |= costs[f"{network}:{size}"]
+        folder = arm_folder(args, network, size)
+        spec = load_checkpoint(folder / CHECKPOINT_NAME).config.preprocessing
+        models[f"{network}:{size}"] = (folder / ONNX_NAME, spec)
+        if (folder / INT8_NAME).exists():  # written by python -m export.quantize --model FOLDER/triage.onnx
+            models[f"{network}:{size}:int8"] = (folder / INT8_NAME, spec)
+            quantization = json.loads((folder / CARD_NAME).read_text())["quantization"]["results"]["int8"]
+            rows.append(row | {"network": f"{network} int8", "test": quantization["accuracy"], "shifted": None})
+    costs = serving_cost(models, args.repeat)
+    for row, arm in zip(rows, sorted(models, key=lambda a: a.endswith("int8")), strict=True):
+        row |= costs[arm]
         print(json.dumps(row), flush=True)
     print(
         f"\n{args.n_train} generated training photos x {args.epochs} epochs; test {args.n_test}, shifted {args.n_val}\n"
@@ -175,7 +182,8 @@ def main() -> None:
     head = "| network | px | test | shifted | train s | MMACs | b1 1t ms | b1 2t ms | b8 1t ms/photo | b8 2t ms/photo |"
     print(head + " phone JPEG 1t ms |\n|---|---:|" + "---:|" * 9)
     for r in rows:
-        cells = [f"{r['test']:.1%}", f"{r['shifted']:.1%}", f"{r['train_s']:.0f}", f"{r['mmacs']:.0f}"]
+        shifted = "" if r["shifted"] is None else f"{r['shifted']:.1%}"
+        cells = [f"{r['test']:.1%}", shifted, f"{r['train_s']:.0f}", f"{r['mmacs']:.0f}"]
         for k in ("b1_t1", "b1_t2", "b8_t1", "b8_t2", "phone_t1"):
             cells.append(f"{r[k + '_cpu_ms']:.2f} ({r[k + '_p10_ms']:.2f})")
         print(f"| {r['network']} | {r['size']} | " + " | ".join(cells) + " |")
