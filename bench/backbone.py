@@ -5,10 +5,11 @@
 Each arm is trained by ``model.train.train`` on the same budget of generated photos (each network with its own
 preprocessing: ``model.config.preprocessing_for`` at the arm's input size), exported by ``triage export``'s own
 pipeline, and measured: accuracy on the generated test and shifted splits, training seconds, multiply-accumulates
-per photo, and ONNX Runtime latency on this CPU for the network alone (batch 1 and batch 8 per photo, at 1 and 2
-intra-op threads) and for a whole 4032x3024 phone JPEG through the serving path (draft decode, letterbox,
-normalise, 1-thread inference): median CPU and 10th-percentile wall time of ``--repeat`` runs, the arms taking
-turns run by run. The arms' folders are kept under ``--work``; ``--cost-only`` measures them again without training.
+per photo, and ONNX Runtime cost on this CPU for the network alone (batch 1 and batch 8 per photo, at 1 and 2
+intra-op threads, their pools not spinning when idle) and for a whole 4032x3024 phone JPEG through the serving path
+(draft decode, letterbox, normalise, 1-thread inference): median CPU and 10th-percentile wall time of ``--repeat``
+runs, the arms taking turns run by run. An int8 file beside an arm's ONNX file (``python -m export.quantize``) is
+measured too. The arms' folders are kept under ``--work``; ``--cost-only`` measures them again without training.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def serving_cost(arms: dict[str, tuple[Path, Preprocessing]], repeat: int) -> di
         for threads in (1, 2):
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle pools would bill the others
             session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
             runs[f"{arm}|b1_t{threads}"] = lambda s=session, x=x8[:1]: s.run([LOGITS_NAME], {INPUT_NAME: x})
             runs[f"{arm}|b8_t{threads}"] = lambda s=session, x=x8: s.run([LOGITS_NAME], {INPUT_NAME: x})
@@ -164,7 +166,7 @@ def main() -> None:
             (arm_folder(args, network, size) / "bench_row.json").write_text(json.dumps(rows[-1]))
         print(json.dumps(rows[-1]), flush=True)
     models = {}
-    for row, (network, size) in zip(rows, arms, strict=True):
+    for row, (network, size) in zip(list(rows), arms, strict=True):
         folder = arm_folder(args, network, size)
         spec = load_checkpoint(folder / CHECKPOINT_NAME).config.preprocessing
         models[f"{network}:{size}"] = (folder / ONNX_NAME, spec)
