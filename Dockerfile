@@ -13,8 +13,9 @@
 #
 # GPU base: onnxruntime-gpu 1.31.1 is built for CUDA 13.0 and cuDNN 9 (onnxruntime.capi.build_and_package_info
 # says cuda_version 13.0; its wheel asks for nvidia-cudnn-cu13~=9.0), so the runtime is NVIDIA's CUDA 13.0
-# image with cuDNN 9. Its Python 3.11 is python-build-standalone (fetched by a pinned uv, checksum-verified),
-# since Ubuntu 24.04 ships no 3.11; it is the same CPython patch release as the CPU image.
+# image with cuDNN 9. Its Python is Ubuntu 24.04's own CPython 3.12, installed with apt: the build fetches nothing
+# but the base images, Ubuntu's packages and PyPI's wheels. The lock serves 3.11 and 3.12 alike (the same closure
+# under both, a wheel of every pin for both; tests/deploy checks the first, the build's --check --exact both).
 # For reproducible releases, pin the two base images by digest (docs/DEPLOY.md, "Pinning base images").
 
 ARG PYTHON_VERSION=3.11.18
@@ -26,7 +27,7 @@ ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 # checkov:skip=CKV_DOCKER_7:Every FROM is a build stage or one of the ARG images above, each tagged with an exact release (tests/deploy checks this); digests are passed as build arguments
 # ---------------------------------------------------------------------------------------------------------------
 # Build stages: the project wheel, then one virtual environment per target. Nothing here reaches a final image
-# except /opt/venv (and, for gpu, /opt/python).
+# except /opt/venv (and, for gpu, the Python of the gpu-python stage, which the final image starts from).
 # ---------------------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS wheel
 ARG SETUPTOOLS_VERSION=84.2.1
@@ -37,6 +38,7 @@ COPY pyproject.toml ./
 COPY model/ model/
 COPY export/ export/
 COPY service/ service/
+COPY triage_cli/ triage_cli/
 RUN python -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS venv-cpu
@@ -52,25 +54,35 @@ COPY pyproject.toml ./
 COPY deploy/serving_lock.py deploy/serving_lock.py
 RUN python -m pip --python /opt/venv/bin/python check \
     && /opt/venv/bin/python deploy/serving_lock.py --check --exact
+COPY deploy/trim_venv.sh deploy/trim_venv.sh
+RUN sh deploy/trim_venv.sh /opt/venv cpu
 
-FROM ${PYTHON_IMAGE} AS venv-gpu
-ARG PYTHON_VERSION
-ARG UV_VERSION=0.13.9
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 \
-    UV_PYTHON_INSTALL_DIR=/opt/python UV_NO_CACHE=1
+# The GPU image's Python: the CUDA image's distribution's own (Ubuntu 24.04: CPython 3.12), from its package
+# archive, so that it gets the distribution's security updates; unpinned for the same reason.
+FROM ${CUDA_IMAGE} AS gpu-python
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*
+
+FROM gpu-python AS venv-gpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-RUN python -m pip install --no-cache-dir "uv==${UV_VERSION}" \
-    && uv python install "cpython-${PYTHON_VERSION}-linux-x86_64-gnu" \
-    && "/opt/python/cpython-${PYTHON_VERSION}-linux-x86_64-gnu/bin/python3.11" -m venv --without-pip /opt/venv
+# pip itself lives in a throw-away environment of this stage (ensurepip's wheel, shipped with python3-venv).
+RUN python3 -m venv /opt/pip \
+    && python3 -m venv --without-pip /opt/venv
 COPY requirements/serving.lock requirements/serving.lock
-RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps --only-binary=:all: \
+RUN /opt/pip/bin/python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps --only-binary=:all: \
         -r requirements/serving.lock
 COPY --from=wheel /wheels /wheels
-RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps --no-index /wheels/*.whl
+RUN /opt/pip/bin/python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps --no-index /wheels/*.whl
 COPY pyproject.toml ./
 COPY deploy/serving_lock.py deploy/serving_lock.py
-RUN python -m pip --python /opt/venv/bin/python check \
+RUN /opt/pip/bin/python -m pip --python /opt/venv/bin/python check \
     && /opt/venv/bin/python deploy/serving_lock.py --check --exact
+COPY deploy/trim_venv.sh deploy/trim_venv.sh
+RUN sh deploy/trim_venv.sh /opt/venv gpu
 
 # ---------------------------------------------------------------------------------------------------------------
 # Final images: the virtual environment, the shipped model, an unprivileged user; no compilers, no pip installs.
@@ -83,7 +95,7 @@ RUN groupadd --system --gid 10001 triage \
         --shell /usr/sbin/nologin triage
 COPY --from=venv-cpu /opt/venv /opt/venv
 WORKDIR /app
-COPY artifacts/triage.onnx artifacts/model_card.json /app/artifacts/
+COPY artifacts/triage.onnx artifacts/model_card.json artifacts/report.html /app/artifacts/
 # HOME=/tmp: ONNX Runtime keeps a small cache under $HOME, and /tmp is the one writable path under Kubernetes'
 # read-only root file system (the user has no home directory).
 ENV PATH=/opt/venv/bin:$PATH \
@@ -97,16 +109,15 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('TRIAGE_PORT', '8000') + '/health', timeout=4)"]
 CMD ["triage", "serve"]
 
-FROM ${CUDA_IMAGE} AS gpu
+FROM gpu-python AS gpu
 LABEL org.opencontainers.image.title="ticket-photo-triage" \
       org.opencontainers.image.description="Routes support photos: screen_damage, general_returns, needs_review (CUDA 13, cuDNN 9)"
 RUN groupadd --system --gid 10001 triage \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin triage
-COPY --from=venv-gpu /opt/python /opt/python
 COPY --from=venv-gpu /opt/venv /opt/venv
 WORKDIR /app
-COPY artifacts/triage.onnx artifacts/model_card.json /app/artifacts/
+COPY artifacts/triage.onnx artifacts/model_card.json artifacts/report.html /app/artifacts/
 # HOME=/tmp: ONNX Runtime keeps a small cache under $HOME, and /tmp is the one writable path under Kubernetes'
 # read-only root file system (the user has no home directory).
 ENV PATH=/opt/venv/bin:$PATH \

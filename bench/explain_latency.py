@@ -29,7 +29,7 @@ CASES = (
     ("explain (png, default: 4 channels)", "/v1/explain", {}),
     ("explain (png, 6 channels)", "/v1/explain", {"channels": "6"}),
     ("explain (png, 1 channel)", "/v1/explain", {"channels": "1"}),
-    ("explain (json arrays)", "/v1/explain", {"format": "json"}),
+    ("explain (json arrays)", "/v1/explain", {"maps": "array"}),
 )
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.data import synthetic_split  # noqa: E402
 from model.preprocess import JPEG_DRAFTS, normalize  # noqa: E402
-from service.engine import TriageEngine  # noqa: E402
+from service.inference.engine import TriageEngine  # noqa: E402
 
 
 def main() -> None:

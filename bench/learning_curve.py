@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-TRIAGE = [sys.executable, "-m", "service.cli"]
+TRIAGE = [sys.executable, "-m", "triage_cli"]
 
 
 @dataclass(frozen=True)

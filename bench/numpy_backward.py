@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from export.pipeline import load_torch_model
 from model.card import CHECKPOINT_NAME
 from model.config import CLASSES
-from model.numpy_net import NumpyTriageNet
+from model.numpy_engine import load_numpy_network
 from model.preprocess import prepare
 from model.synth import render_photo
 
@@ -39,7 +39,7 @@ def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
 def gradients(checkpoint: Path, x: np.ndarray, labels: np.ndarray, engine: str, dtype: type) -> dict[str, np.ndarray]:
     """Loss gradients per parameter (checkpoint names) and for ``input``, from ``engine`` "numpy" or "autograd"."""
     if engine == "numpy":
-        _, grads = NumpyTriageNet.from_checkpoint(checkpoint, dtype=dtype).loss_and_gradients(x.astype(dtype), labels)
+        _, grads = load_numpy_network(checkpoint, dtype=dtype).loss_and_gradients(x.astype(dtype), labels)
         return {**grads.params, "input": grads.input}
     net = load_torch_model(checkpoint).to(torch.float64 if dtype is np.float64 else torch.float32)
     xt = torch.tensor(x.astype(dtype), requires_grad=True)
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.01, help="std of the Gaussian noise added (normalised units)")
     args = parser.parse_args()
     checkpoint = args.artifacts / CHECKPOINT_NAME
-    spec = NumpyTriageNet.from_checkpoint(checkpoint).config.preprocessing
+    spec = load_numpy_network(checkpoint).config.preprocessing
     labels = np.array([i % 2 for i in range(args.photos)])
     photos = [render_photo(i, CLASSES[k], split="test").encode() for i, k in enumerate(labels)]
     x = np.stack([prepare(photo, spec).tensor for photo in photos]).astype(np.float64)

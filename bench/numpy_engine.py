@@ -1,4 +1,5 @@
-"""Forward time of one photo: the from-scratch NumPy engine against ONNX Runtime (CPU), same weights, same input.
+"""Forward time of one photo: the NumPy engine (of whichever network the model holds) against ONNX Runtime (CPU),
+same weights, same input.
 
     .venv/bin/python bench/numpy_engine.py [--repeat 10]
 
@@ -20,7 +21,7 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.card import CHECKPOINT_NAME, ONNX_NAME
-from model.numpy_net import NumpyTriageNet
+from model.numpy_engine import load_numpy_network
 from model.preprocess import prepare
 from model.synth import render_photo
 
@@ -40,7 +41,7 @@ def main() -> None:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
-    numpy_net = NumpyTriageNet.from_checkpoint(args.artifacts / CHECKPOINT_NAME)
+    numpy_net = load_numpy_network(args.artifacts / CHECKPOINT_NAME)
     session = ort.InferenceSession(str(args.artifacts / ONNX_NAME), providers=["CPUExecutionProvider"])
     spec = numpy_net.config.preprocessing
     x = prepare(render_photo(3, "screen_damage", split="test").encode(), spec).tensor[np.newaxis]

@@ -74,7 +74,7 @@ from bench.service_load import (  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.network import TriageNet, build_network, load_numpy_state  # noqa: E402
 from model.preprocess import prepare  # noqa: E402
-from service.engine import TriageEngine  # noqa: E402
+from service.inference.engine import TriageEngine  # noqa: E402
 
 SERVERS = ("triage", "ts-stock", "ts-tuned", "fastapi")
 PROBS = b'"screen_damage"'  # a class name: the peers answer class probabilities

@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/phone_photo.py [--repeat 20]
 
-Renders a 4032x3024, a 1280x960 and a 640x480 generated photo, then times ``service.intake.read_photo`` (DCT-draft
-decode under each ``Preprocessing.jpeg_draft`` rule, and full decode) and the engine; prints a table of medians in
-milliseconds.
+Renders a 4032x3024, a 1280x960 and a 640x480 generated photo, then times ``service.inference.intake.read_photo``
+(DCT-draft decode under each ``Preprocessing.jpeg_draft`` rule, and full decode) and the engine; prints a table of
+medians in milliseconds.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.preprocess import JPEG_DRAFTS
 from model.synth import render_photo
-from service.engine import TriageEngine
-from service.intake import IntakeLimits, read_photo
+from service.inference.engine import TriageEngine
+from service.inference.intake import IntakeLimits, read_photo
 
 
 def main() -> None:

@@ -36,11 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.synth import render_photo  # noqa: E402
-from service.engine import TriageEngine  # noqa: E402
-from service.intake import IntakeLimits, read_photo  # noqa: E402
+from service.inference.engine import TriageEngine  # noqa: E402
+from service.inference.intake import IntakeLimits, read_photo  # noqa: E402
 
 SIZES: dict[str, tuple[int, int]] = {"4032x3024": (4032, 3024), "640x480": (640, 480)}
-SERVE = [sys.executable, "-m", "service.cli", "serve"]
+SERVE = [sys.executable, "-m", "triage_cli", "serve"]
 _PHOTOS: dict[str, list[bytes]] = {}  # inherited by forked in-process workers
 _ENGINE: TriageEngine | None = None
 SERVICE_HEAD = (

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors_by_factor import split_factors
 from bench.input_size import short_training
 from model.config import NetworkConfig
+from model.factor_errors import split_factors
 
 TEXT_OR_APP = ("text", "ui_light", "ui_dark")
 

@@ -1,12 +1,12 @@
 """What reading a photo upload costs the HTTP process: Starlette's form parser then a copy to ``/dev/shm``, against
-streaming each part into its ``/dev/shm`` file as it arrives (``service.form_stream``, what ``triage serve`` does).
+streaming each part into its ``/dev/shm`` file as it arrives (``service.http.form_stream``, what ``triage serve`` does).
 
     .venv/bin/python bench/upload_parsing.py [--requests 40]
 
 Serves one uvicorn process (uvloop, httptools: the service's HTTP stack) with three endpoints and sends each
 generated photo to each from a keep-alive loopback client, one request at a time: ``raw`` only reads the body;
 ``starlette`` parses it with Starlette's ``MultiPartParser`` held in memory (as the service did before), reads the
-part and writes it to a hand-off file; ``streamed`` is ``service.uploads.receive_upload`` with the hand-off's
+part and writes it to a hand-off file; ``streamed`` is ``service.http.uploads.receive_upload`` with the hand-off's
 writers. Reports the median round trip and the median time inside the handler, per photo.
 """
 
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.service_load import _exchange, _render, route_request  # noqa: E402
-from service.photo_handoff import PhotoHandoff  # noqa: E402
-from service.uploads import TicketUpload, UploadedPhoto, receive_upload  # noqa: E402
+from service.http.uploads import TicketUpload, UploadedPhoto, receive_upload  # noqa: E402
+from service.runtime.photo_handoff import PhotoHandoff  # noqa: E402
 
 MAX_BYTES = 20 * 1024 * 1024
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.process_stats import free_port, group_members  # noqa: E402
 
-SERVE = [sys.executable, "-m", "service.cli", "serve"]
+SERVE = [sys.executable, "-m", "triage_cli", "serve"]
 KEY = "bench-key"
 RESTARTS = "triage_worker_restarts_total"
 

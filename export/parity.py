@@ -1,12 +1,21 @@
 """Numerical parity of every engine that runs the triage network, output by output and engine pair by engine pair.
 
-Engines: PyTorch eager (the checkpoint in ``TriageNet``), the NumPy engine, ONNX Runtime on CPU (and on CUDA when a
+Engines: PyTorch eager (the checkpoint's network), the NumPy engine, ONNX Runtime on CPU (and on CUDA when a
 session really runs on it, TF32 off), and ``onnx.reference.ReferenceEvaluator``, compared on the logits and every
 stage map. An element fails only if ``|a - b| > atol`` and ``|a - b| / |b| > rtol`` (``b``: the pair's second
 engine), ``atol = rtol = 1e-5``. ``max rel`` covers the elements with ``|a - b| > atol`` (0 if none); ``ratio`` is
 the largest ``|a - b| / max(atol, rtol |b|)``, above 1 exactly when an element fails.
 
-CLI: ``triage parity [--json] [--checkpoint P] [--onnx P]``; exit 0 when all pass, 1 on any failure, 2 on no files.
+Every float32 engine rounds, and on a deep network the rounding outgrows 1e-5: EfficientNet-Lite0's maps hold values
+near 80, and each float32 engine is ~2e-4 from exact arithmetic there. So each output also gets its float32 floor:
+the largest difference between the NumPy engine in float32 and the same engine in float64, one function in two
+precisions, so the floor measures rounding alone (a wrong weight or eps would be in both and cancel out of it).
+``within_float32`` holds when every pair differs by at most ``max(atol, FLOOR_FACTOR x floor)``: two engines'
+errors add, and another engine's rounding may exceed NumPy's (PyTorch's reached 1.6x it at the pretrained
+EfficientNet-Lite0's head; its worst pair, ONNX Runtime vs PyTorch there, 3.1x the floor).
+
+CLI: ``triage parity [--json] [--checkpoint P] [--onnx P] [--rule strict|float32]``; exit 0 when all pass (the 1e-5
+rule, or ``within_float32`` with ``--rule float32``), 1 on any failure, 2 on no files.
 """
 
 from __future__ import annotations
@@ -27,16 +36,24 @@ import torch
 from onnx.reference import ReferenceEvaluator
 
 from export.onnx_export import INPUT_NAME, LOGITS_NAME
-from export.parity_inputs import default_inputs
+from export.parity_inputs import COMPACT_STRESS, default_inputs
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.network import TriageNet, load_numpy_state
-from model.numpy_net import NumpyTriageNet
+from model.network import build_network, load_numpy_state
+from model.numpy_engine import numpy_network
 
 ATOL = 1e-5
 RTOL = 1e-5
 DEFAULT_CHECKPOINT = Path("artifacts/triage_checkpoint.npz")
 DEFAULT_ONNX = Path("artifacts/triage.onnx")
+FLOOR_FACTOR = 4.0
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+# The default inputs per network: (rendered photos, stress tensors or None for all 16). ``onnx.reference`` runs
+# EfficientNet-Lite0's convolutions through Python-level im2col at about 2.4 s per 256 px input on 2 cores, so it
+# gets 4 photos and ``COMPACT_STRESS`` (12 inputs, all full size) to keep ``triage parity`` near a minute.
+DEFAULT_INPUTS: dict[str, tuple[int, tuple[str, ...] | None]] = {
+    "scratch": (8, None),
+    "efficientnet_lite0": (4, COMPACT_STRESS),
+}
 _ENGINE_NAMES = {CPU: "ort-cpu", CUDA: "ort-cuda"}
 
 Outputs = dict[str, np.ndarray]
@@ -71,18 +88,34 @@ class ParityReport:
     rtol: float
     comparisons: tuple[Comparison, ...]
     notes: tuple[str, ...] = field(default=())
+    floors: tuple[tuple[str, float], ...] = field(default=())  # (output, largest |NumPy float32 - float64|)
 
     @property
     def passed(self) -> bool:
         return len(self.engines) >= 2 and all(c.passed for c in self.comparisons)
+
+    def float32_ratio(self, comparison: Comparison) -> float:
+        """``max abs / max(atol, FLOOR_FACTOR x floor)`` of the comparison's output; at most 1 within float32."""
+        floor = dict(self.floors).get(comparison.output, 0.0)
+        return comparison.max_abs / max(self.atol, FLOOR_FACTOR * floor)
+
+    @property
+    def within_float32(self) -> bool:
+        """Every pair within ``FLOOR_FACTOR`` times float32's own error (or atol); NaN fails."""
+        ratios = [self.float32_ratio(c) for c in self.comparisons]
+        return len(self.engines) >= 2 and bool(self.floors) and all(r <= 1 for r in ratios)
 
     def to_dict(self) -> dict:
         rows = [{**asdict(c), "passed": c.passed} for c in self.comparisons]
         for row in rows:
             for key in ("max_abs", "max_rel", "ratio"):
                 row[key] = _finite_or_text(row[key])
+        for row, c in zip(rows, self.comparisons, strict=True):
+            row["float32_ratio"] = _finite_or_text(self.float32_ratio(c))
         return {
             "passed": self.passed,
+            "within_float32": self.within_float32,
+            "floors": {o: _finite_or_text(f) for o, f in self.floors},
             "engines": list(self.engines),
             "inputs": list(self.inputs),
             "atol": self.atol,
@@ -92,7 +125,11 @@ class ParityReport:
         }
 
     def format_table(self) -> str:
-        header = f"{'output':<8} {'engines':<34} {'max abs':>10} {'max rel':>10} {'ratio':>8} {'failing':>9}  result"
+        header = (
+            f"{'output':<8} {'engines':<34} {'max abs':>10} {'max rel':>10} {'ratio':>8} {'failing':>9} "
+            f"{'fp32 floor':>10} {'/ bound':>8}  result"
+        )
+        floors = dict(self.floors)
         lines = [
             f"parity of {', '.join(self.engines)} on {len(self.inputs)} inputs "
             f"(element fails if |a-b| > {self.atol:g} and |a-b|/|b| > {self.rtol:g})",
@@ -102,11 +139,16 @@ class ParityReport:
         for c in self.comparisons:
             pair = f"{c.a} vs {c.b}"
             lines.append(
-                f"{c.output:<8} {pair:<34} {c.max_abs:>10.3g} {c.max_rel:>10.3g} {c.ratio:>8.3g} {c.failures:>9}  "
+                f"{c.output:<8} {pair:<34} {c.max_abs:>10.3g} {c.max_rel:>10.3g} {c.ratio:>8.3g} {c.failures:>9} "
+                f"{floors.get(c.output, math.nan):>10.3g} {self.float32_ratio(c):>8.3g}  "
                 + ("pass" if c.passed else f"FAIL (worst input: {c.worst_input})")
             )
         lines += [f"note: {n}" for n in self.notes]
-        lines.append("PASS" if self.passed else "FAIL")
+        lines.append(f"strict rule (every element as above): {'PASS' if self.passed else 'FAIL'}")
+        lines.append(
+            f"float32 rule (every pair within max({self.atol:g}, {FLOOR_FACTOR:g} x fp32 floor)): "
+            + ("PASS" if self.within_float32 else "FAIL")
+        )
         return "\n".join(lines)
 
 
@@ -167,14 +209,18 @@ def _ort_session(onnx_path: Path, provider: str) -> ort.InferenceSession | None:
 
 def _run_engines(
     ckpt: Checkpoint, onnx_path: Path, batch: np.ndarray, providers: Sequence[str], notes: list[str]
-) -> dict[str, Outputs]:
-    """Every engine's logits and stage maps for ``batch (N, C, S, S)``, by engine name."""
-    net = load_numpy_state(TriageNet(ckpt.config), ckpt.weights).eval()
+) -> tuple[dict[str, Outputs], dict[str, float]]:
+    """Every engine's logits and stage maps for ``batch (N, C, S, S)``, by engine name, and each output's float32
+    floor (largest ``|NumPy float32 - NumPy float64|``)."""
+    net = load_numpy_state(build_network(ckpt.config), ckpt.weights).eval()
     with torch.no_grad():
         logits, maps = net.forward_stages(torch.from_numpy(batch))
     results = {"torch": {LOGITS_NAME: logits.numpy(), **{k: v.numpy() for k, v in maps.items()}}}
-    np_logits, np_maps = NumpyTriageNet.from_weights(ckpt.config, ckpt.weights).forward(batch)
+    np_logits, np_maps = numpy_network(ckpt.config, ckpt.weights).forward(batch)
     results["numpy"] = {LOGITS_NAME: np_logits, **np_maps}
+    exact_logits, exact_maps = numpy_network(ckpt.config, ckpt.weights, np.float64).forward(batch.astype(np.float64))
+    exact = {LOGITS_NAME: exact_logits, **exact_maps}
+    floors = {name: float(np.abs(results["numpy"][name] - value).max()) for name, value in exact.items()}
     for provider in providers:
         session = _ort_session(onnx_path, provider)
         label = _ENGINE_NAMES.get(provider, provider)
@@ -186,7 +232,7 @@ def _run_engines(
     reference = ReferenceEvaluator(str(onnx_path))
     outputs = reference.run(None, {INPUT_NAME: batch})
     results["onnx-reference"] = {n: np.asarray(v) for n, v in zip(reference.output_names, outputs, strict=True)}
-    return results
+    return results, floors
 
 
 def run_parity(
@@ -205,7 +251,8 @@ def run_parity(
     spec = ckpt.config.preprocessing
     notes: list[str] = []
     if inputs is None:
-        inputs = default_inputs(spec, beyond_photos=beyond_photos)
+        synth, stress = DEFAULT_INPUTS[ckpt.config.network]
+        inputs = default_inputs(spec, synth=synth, beyond_photos=beyond_photos, stress=stress)
         if not any(name.startswith("synth-") for name in inputs):
             notes.append("model.synth.render_photo is not available: no rendered photos among the inputs")
     inputs = dict(inputs)
@@ -216,7 +263,7 @@ def run_parity(
     batch = np.stack([np.asarray(t, dtype=np.float32) for t in inputs.values()])
     if providers is None:
         providers = [CPU, *([CUDA] if CUDA in ort.get_available_providers() else [])]
-    results = _run_engines(ckpt, Path(onnx_path), batch, providers, notes)
+    results, floors = _run_engines(ckpt, Path(onnx_path), batch, providers, notes)
     comparisons = []
     for output in [LOGITS_NAME, *ckpt.config.stage_names]:
         for a, b in itertools.combinations(results, 2):
@@ -226,17 +273,29 @@ def run_parity(
                 comparisons.append(Comparison(output, b, a, math.inf, math.inf, math.inf, 1, 1, "all"))
                 continue
             comparisons.append(_compare_outputs(output, b, a, results[b][output], results[a][output], list(inputs)))
-    return ParityReport(tuple(results), tuple(inputs), ATOL, RTOL, tuple(comparisons), tuple(notes))
+    return ParityReport(
+        tuple(results), tuple(inputs), ATOL, RTOL, tuple(comparisons), tuple(notes), tuple(floors.items())
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``triage parity``: print the parity table (or ``--json``); 0 when everything passes, else 1 (2: no files)."""
-    parser = argparse.ArgumentParser(prog="triage parity", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="triage parity",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    parser.add_argument("--onnx", type=Path, default=DEFAULT_ONNX)
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="the PyTorch checkpoint")
+    parser.add_argument("--onnx", type=Path, default=DEFAULT_ONNX, help="the ONNX file exported from it")
     parser.add_argument(
         "--beyond-photos", action="store_true", help="add binary noise and a 3x Gaussian (larger than photos give)"
+    )
+    parser.add_argument(
+        "--rule",
+        choices=("strict", "float32"),
+        default="strict",
+        help="exit 0 on: every element within 1e-5 (strict), or every pair within 4x float32's own error (float32)",
     )
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     for path in (args.checkpoint, args.onnx):
@@ -245,4 +304,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     report = run_parity(args.checkpoint, args.onnx, beyond_photos=args.beyond_photos)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
-    return 0 if report.passed else 1
+    return 0 if (report.within_float32 if args.rule == "float32" else report.passed) else 1

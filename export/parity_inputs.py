@@ -11,6 +11,20 @@ import numpy as np
 from model.config import Preprocessing
 from model.preprocess import normalize, prepare
 
+BEYOND_PHOTOS = ("binary-noise", "gaussian-3x")
+# One of each kind: pixel noise, the unit Gaussian, both ends of the normalised range, the finest checkerboard, one
+# that lines up with no stride, a ramp and saturated colours.
+COMPACT_STRESS: tuple[str, ...] = (
+    "noise-pixels-0",
+    "gaussian-1x",
+    "black",
+    "white",
+    "checker-1",
+    "checker-7",
+    "ramp",
+    "red-blue",
+)
+
 
 def _pixels(spec: Preprocessing, fill: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
     """A normalised ``(3, S, S)`` tensor from a ``uint8 (S, S, 3)`` image ``fill(yy, xx)`` builds."""
@@ -41,9 +55,15 @@ def _synthetic_photos(spec: Preprocessing, count: int, seed: int) -> dict[str, n
 
 
 def default_inputs(
-    spec: Preprocessing, seed: int = 0, synth: int = 8, beyond_photos: bool = False
+    spec: Preprocessing,
+    seed: int = 0,
+    synth: int = 8,
+    beyond_photos: bool = False,
+    stress: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Named ``(3, S, S)`` float32 inputs: ``synth`` rendered photos (when available) and 16 stress tensors.
+    """Named ``(3, S, S)`` float32 inputs: ``synth`` rendered photos (when available) and 16 stress tensors (only
+    those named in ``stress`` when given; ``COMPACT_STRESS`` is the set for networks the reference evaluator runs
+    slowly).
 
     ``beyond_photos`` adds two inputs with larger activations than photos give: 0/255 binary noise and a 3x
     Gaussian (outside the normalised pixel range). On a trained network a few of their millions of fp32
@@ -62,8 +82,9 @@ def default_inputs(
         inputs[f"noise-pixels-{i}"] = normalize(rng.integers(0, 256, (s, s, 3), dtype=np.uint8), spec)
     inputs["gaussian-1x"] = rng.standard_normal((3, s, s)).astype(np.float32)
     if beyond_photos:
-        inputs["binary-noise"] = normalize((rng.integers(0, 2, (s, s, 3)) * 255).astype(np.uint8), spec)
-        inputs["gaussian-3x"] = (3 * rng.standard_normal((3, s, s))).astype(np.float32)
+        binary_noise, gaussian_3x = BEYOND_PHOTOS
+        inputs[binary_noise] = normalize((rng.integers(0, 2, (s, s, 3)) * 255).astype(np.uint8), spec)
+        inputs[gaussian_3x] = (3 * rng.standard_normal((3, s, s))).astype(np.float32)
     inputs["zeros"] = np.zeros((3, s, s), np.float32)
     inputs["pad-colour"] = _pixels(spec, lambda yy, xx: np.broadcast_to(pad, (s, s, 3)))
     inputs["black"] = _pixels(spec, lambda yy, xx: _gray(np.zeros_like(yy)))
@@ -76,4 +97,10 @@ def default_inputs(
     inputs["ramp"] = _pixels(spec, lambda yy, xx: _gray(xx * 255 // max(s - 1, 1)))
     red, blue = np.array([255, 0, 0], np.uint8), np.array([0, 0, 255], np.uint8)
     inputs["red-blue"] = _pixels(spec, lambda yy, xx: np.where((xx < s // 2)[..., None], red, blue))
-    return inputs
+    if stress is None:
+        return inputs
+    unknown = set(stress) - set(inputs)
+    if unknown:
+        raise ValueError(f"unknown stress inputs {sorted(unknown)}; there are {list(inputs)}")
+    keep = {*stress, *BEYOND_PHOTOS}
+    return {name: t for name, t in inputs.items() if name.startswith("synth-") or name in keep}

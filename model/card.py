@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,18 @@ from model.config import Preprocessing
 CARD_NAME = "model_card.json"
 CHECKPOINT_NAME = "triage_checkpoint.npz"
 ONNX_NAME = "triage.onnx"
+
+# A model ``triage train`` makes is named for what it is unless ``--name``/``--version`` say otherwise: not the
+# shipped model, and when it was trained. Serving reads both from the card (``/v1/model``, every answer's ``model``,
+# the model-info metric's labels).
+RETRAINED_NAME = "ticket-photo-triage-retrained"
+
+
+def retrained_version(when: datetime | None = None) -> str:
+    """The default version of a retrained model: the UTC time training started, ISO 8601 basic format
+    (``20261207T221112Z``), which sorts as it is ordered in time and needs no quoting in labels or file names."""
+    when = datetime.now(UTC) if when is None else when.astimezone(UTC)
+    return when.strftime("%Y%m%dT%H%M%SZ")
 
 
 def sha256_file(path: Path) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -23,11 +24,17 @@ from model.config import CLASSES, Preprocessing
 from model.crack_cells import CELL_PX, crack_cells
 from model.preprocess import PHOTO_SUFFIXES, prepare
 
+if TYPE_CHECKING:  # the generator is imported where photos are rendered
+    from model.synth.real_photos import PhotoSet
+
 log = logging.getLogger(__name__)
 
 # Seed ranges per split: photo i of a split with training seed s uses SPLIT_OFFSETS[split] + s * 1_000_000 + i.
-SPLIT_OFFSETS = {"train": 0, "val": 1_000_000_000, "test": 2_000_000_000, "shifted": 3_000_000_000}
+SPLIT_OFFSETS = {
+    "train": 0, "val": 1_000_000_000, "test": 2_000_000_000, "shifted": 3_000_000_000, "real": 4_000_000_000,
+}  # fmt: skip
 IMAGE_SUFFIXES = PHOTO_SUFFIXES  # what the service accepts
+FOLDER_FRACTIONS = (0.7, 0.15, 0.15)  # how a photo folder splits into train, val and test (by class, seeded)
 OTHER_IMAGE_SUFFIXES = {".bmp", ".gif", ".tif", ".tiff", ".avif"}  # reported as skipped: the service refuses them
 
 
@@ -41,6 +48,7 @@ class ArrayDataset:
     labels: np.ndarray  # int64 (N,)
     source: str
     crack_cells: np.ndarray | None = None  # float32 (N, S / CELL_PX, S / CELL_PX) crack pixels; None: unknown
+    names: tuple[str, ...] | None = None  # each photo's file, relative to the folder it was read from; None: generated
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -55,13 +63,19 @@ def split_seeds(split: str, n: int, seed: int) -> np.ndarray:
     return SPLIT_OFFSETS[split] + seed * 1_000_000 + np.arange(n, dtype=np.int64)
 
 
-def _render_one(job: tuple[int, int, str, Preprocessing, bool]) -> list[tuple[np.ndarray, np.ndarray]]:
+Job = tuple[int, int, str, Preprocessing, bool, "PhotoSet | None"]  # seed, label, split, spec, twin, real photos
+
+
+def _render_one(job: Job) -> list[tuple[np.ndarray, np.ndarray]]:
     """One photo, or with ``twin`` a damaged photo and its intact twin: ``[(pixels, crack cells), ...]``."""
     from model.synth import render_photo
     from model.synth.render import render_twins
 
-    photo_seed, label, split, spec, twin = job
-    photos = render_twins(photo_seed, split=split) if twin else (render_photo(photo_seed, CLASSES[label], split=split),)
+    photo_seed, label, split, spec, twin, real = job
+    if twin:
+        photos = render_twins(photo_seed, split=split, photos=real)
+    else:
+        photos = (render_photo(photo_seed, CLASSES[label], split=split, photos=real),)
     out = []
     for photo in photos:
         prepared = prepare(photo.encode(), spec)
@@ -78,9 +92,7 @@ def twin_pairs(n: int, twins: float) -> np.ndarray:
     return np.floor((k + 1) * twins) > np.floor(k * twins)
 
 
-def _jobs(
-    split: str, n: int, spec: Preprocessing, seed: int, twins: float
-) -> list[tuple[int, int, str, Preprocessing, bool]]:
+def _jobs(split: str, n: int, spec: Preprocessing, seed: int, twins: float, photos: PhotoSet | None) -> list[Job]:
     seeds = split_seeds(split, n, seed)
     paired = twin_pairs(n, twins)
     jobs = []
@@ -88,7 +100,7 @@ def _jobs(
         if i % 2 == 1 and paired[i // 2]:
             continue  # filled by the twin of photo i - 1
         twin = i % 2 == 0 and i // 2 < len(paired) and bool(paired[i // 2])
-        jobs.append((int(seeds[i]), i % len(CLASSES), split, spec, twin))
+        jobs.append((int(seeds[i]), i % len(CLASSES), split, spec, twin, photos))
     return jobs
 
 
@@ -97,26 +109,36 @@ def _workers() -> int:
 
 
 def synthetic_split(
-    split: str, n: int, spec: Preprocessing, seed: int = 0, cache: Path | None = None, twins: float = 0.0
+    split: str,
+    n: int,
+    spec: Preprocessing,
+    seed: int = 0,
+    cache: Path | None = None,
+    twins: float = 0.0,
+    photos: PhotoSet | None = None,
 ) -> ArrayDataset:
     """Render ``n`` photos (balanced, alternating labels) of ``split``, preprocess them and place their cracks.
 
     ``twins`` is the share of general_returns photos that are the intact twins of the screen_damage photo beside
-    them (``model.synth.render.render_twins``) instead of photos of their own seed.
-    With ``cache`` set, the arrays are stored there under a key of (generator version, split, n, seed, spec, twins).
+    them (``model.synth.render.render_twins``) instead of photos of their own seed. ``photos`` are the real
+    photographs a share of photos is built on (``model.synth.real_scenes``; the ``real`` split needs them).
+    With ``cache`` set, the arrays are stored there under a key of (generator version, split, n, seed, spec, twins,
+    photo set digest).
     """
     from model.synth import GENERATOR_VERSION
 
     what = f"{GENERATOR_VERSION}|{split}|{n}|{seed}|{spec.to_json()}|crack cells {CELL_PX} px"
     if twins:
         what += f"|twins {twins}"
+    if photos is not None:
+        what += f"|photos {photos.digest}"
     key = hashlib.sha256(what.encode()).hexdigest()[:16]
     path = cache / f"synth-{split}-{n}-{key}.npz" if cache else None
     if path is not None and path.exists():
         with np.load(path) as data:
             return ArrayDataset(data["pixels"], data["labels"], f"synthetic:{split}", data["crack_cells"])
     labels = np.arange(n, dtype=np.int64) % len(CLASSES)
-    jobs = _jobs(split, n, spec, seed, twins)
+    jobs = _jobs(split, n, spec, seed, twins, photos)
     workers = _workers()
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -161,7 +183,7 @@ def image_folder(root: Path, spec: Preprocessing) -> tuple[ArrayDataset, list[tu
 
     Unreadable files are skipped and returned with the reason, so the caller can report them.
     """
-    pixels, labels, skipped = [], [], []
+    pixels, labels, names, skipped = [], [], [], []
     for path, label in _class_files(root):
         if path.suffix.lower() in OTHER_IMAGE_SUFFIXES:
             skipped.append((path, "not JPEG, PNG, WebP or HEIC/HEIF, which is all the service accepts"))
@@ -169,6 +191,7 @@ def image_folder(root: Path, spec: Preprocessing) -> tuple[ArrayDataset, list[tu
         try:
             pixels.append(prepare(path.read_bytes(), spec).pixels)
             labels.append(label)
+            names.append(str(path.relative_to(root)))
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
             skipped.append((path, f"{type(exc).__name__}: {exc}"))
     empty = [name for k, name in enumerate(CLASSES) if k not in labels]
@@ -176,7 +199,8 @@ def image_folder(root: Path, spec: Preprocessing) -> tuple[ArrayDataset, list[tu
         raise DataError(f"no readable photos in {[str(root / name) for name in empty]} ({len(skipped)} unreadable)")
     size = spec.size
     stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
-    return ArrayDataset(stacked, np.asarray(labels, dtype=np.int64), f"folder:{root}"), skipped
+    labels_array = np.asarray(labels, dtype=np.int64)
+    return ArrayDataset(stacked, labels_array, f"folder:{root}", names=tuple(names)), skipped
 
 
 def stratified_split(data: ArrayDataset, fractions: tuple[float, ...], seed: int) -> tuple[ArrayDataset, ...]:
@@ -192,5 +216,6 @@ def stratified_split(data: ArrayDataset, fractions: tuple[float, ...], seed: int
     for chunks in parts:
         idx = np.sort(np.concatenate(chunks))
         cells = None if data.crack_cells is None else data.crack_cells[idx]
-        out.append(ArrayDataset(data.pixels[idx], data.labels[idx], data.source, cells))
+        names = None if data.names is None else tuple(data.names[i] for i in idx)
+        out.append(ArrayDataset(data.pixels[idx], data.labels[idx], data.source, cells, names))
     return tuple(out)

@@ -28,9 +28,12 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
     return float(-np.mean(np.log(np.clip(p, 1e-300, None))))
 
 
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # where ``fit_temperature`` searches; a fit at either end is a warning sign
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising validation NLL (golden-section search on log T in [1/20, 20])."""
-    lo, hi = np.log(0.05), np.log(20.0)
+    """The temperature minimising validation NLL (golden-section search on log T within ``TEMPERATURE_BOUNDS``)."""
+    lo, hi = np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1])
     ratio = (np.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
     fa, fb = nll(logits, labels, np.exp(a)), nll(logits, labels, np.exp(b))
@@ -44,6 +47,31 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
             b = lo + ratio * (hi - lo)
             fb = nll(logits, labels, np.exp(b))
     return float(np.exp((lo + hi) / 2))
+
+
+def temperature_at_bound(temperature: float, rel: float = 1e-3) -> bool:
+    """Whether a fitted temperature sits at an end of ``TEMPERATURE_BOUNDS`` (the search wanted to go further)."""
+    return any(abs(np.log(temperature / bound)) <= rel for bound in TEMPERATURE_BOUNDS)
+
+
+def choose_temperature(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Fit the temperature on ``(N, K)`` validation logits, and keep it only if it lowers the validation ECE.
+
+    The NLL fit can make ECE worse (a few confidently wrong photos pull the temperature up and every other photo's
+    confidence down with it); then the uncalibrated probabilities, temperature 1, are kept. Returns ``temperature``
+    (the one to use), ``choice`` (``"fitted"`` or ``"uncalibrated"``), ``fitted`` and both validation ECEs.
+    """
+    fitted = fit_temperature(logits, labels)
+    ece_fitted = expected_calibration_error(softmax(logits, fitted), labels)
+    ece_raw = expected_calibration_error(softmax(logits), labels)
+    keep = ece_fitted < ece_raw
+    return {
+        "temperature": fitted if keep else 1.0,
+        "choice": "fitted" if keep else "uncalibrated",
+        "fitted": fitted,
+        "val_ece_fitted": ece_fitted,
+        "val_ece_uncalibrated": ece_raw,
+    }
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -99,16 +127,22 @@ def routing_report(probs: np.ndarray, labels: np.ndarray, threshold: float) -> d
     }
 
 
-def review_threshold(probs: np.ndarray, labels: np.ndarray, target_precision: float = 0.99) -> float:
-    """The lowest confidence threshold at which, for every class, photos auto-routed to it are at least
-    ``target_precision`` correct (so coverage is as high as that allows). Never below 0.5; above 1 (nothing is
-    routed automatically, ``conf >= threshold`` never holds) when no threshold reaches the target."""
+def reaches_precision(probs: np.ndarray, labels: np.ndarray, threshold: float, target_precision: float) -> bool:
+    """Whether, for every class, the photos auto-routed to it at ``threshold`` (``confidence >= threshold``) are at
+    least ``target_precision`` correct. Vacuously true when nothing is routed."""
     conf = probs.max(axis=1)
     pred = probs.argmax(axis=1)
-    correct = pred == labels
-    for t in np.unique(np.concatenate([[0.5], conf[conf >= 0.5]])):
-        routed = conf >= t
-        ok = all(correct[routed & (pred == c)].mean() >= target_precision for c in np.unique(pred[routed]))
-        if ok:
+    routed = conf >= threshold
+    return all((labels[routed & (pred == c)] == c).mean() >= target_precision for c in np.unique(pred[routed]))
+
+
+def review_threshold(probs: np.ndarray, labels: np.ndarray, target_precision: float = 0.99) -> float:
+    """The lowest confidence threshold at which, for every class, photos auto-routed to it are at least
+    ``target_precision`` correct (so coverage is as high as that allows). Never below 0.5 and never above 1: when no
+    threshold reaches the target it is 1.0, the most a probability can be, and only photos the model is certain of
+    route automatically (``reaches_precision`` tells; training warns)."""
+    conf = probs.max(axis=1)
+    for t in np.unique(np.concatenate([[0.5], conf[(conf >= 0.5) & (conf < 1.0)], [1.0]])):
+        if reaches_precision(probs, labels, float(t), target_precision):
             return float(t)
-    return float(np.nextafter(1.0, 2.0))
+    return 1.0

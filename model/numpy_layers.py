@@ -1,5 +1,5 @@
-"""Pointwise and dense NumPy layers: ReLU, global max and average pooling, linear, softmax cross-entropy, batch-norm
-folding.
+"""Pointwise and dense NumPy layers: ReLU, ReLU6, residual add, inference batch-norm, global max and average pooling,
+linear, softmax cross-entropy, batch-norm folding.
 
 Same contract as ``model.numpy_ops``: ``*_forward`` returns ``(out, cache)``, ``*_backward`` takes
 ``(dout, cache)``, and outputs keep the input dtype.
@@ -21,6 +21,63 @@ def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     if dout.shape != cache.shape:
         raise ValueError(f"dout shape {dout.shape} does not match ReLU input shape {cache.shape}")
     return np.where(cache, dout, np.zeros((), dtype=dout.dtype))
+
+
+def relu6_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``min(max(x, 0), 6)`` elementwise, any shape such as ``(N, C, H, W)``; the cache is the mask ``0 < x < 6``."""
+    return np.clip(x, np.zeros((), dtype=x.dtype), np.asarray(6, dtype=x.dtype)), (x > 0) & (x < 6)
+
+
+def relu6_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """Pass ``dout`` where ``0 < x < 6``; zero elsewhere, at exactly 0 and 6 too (``torch.nn.functional.relu6``)."""
+    if dout.shape != cache.shape:
+        raise ValueError(f"dout shape {dout.shape} does not match ReLU6 input shape {cache.shape}")
+    return np.where(cache, dout, np.zeros((), dtype=dout.dtype))
+
+
+def residual_add_forward(x: np.ndarray, skip: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``x + skip`` for two arrays of one shape, such as ``(N, C, H, W)`` (no broadcasting); the cache is the shape."""
+    if x.shape != skip.shape:
+        raise ValueError(f"residual add needs equal shapes, got x {x.shape} and skip {skip.shape}")
+    return x + skip, x.shape
+
+
+def residual_add_backward(dout: np.ndarray, cache: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Both branches receive ``dout`` whole: returns ``(dx, dskip)``, each of the forward shape."""
+    if dout.shape != cache:
+        raise ValueError(f"dout shape {dout.shape} does not match residual shape {cache}")
+    return dout, dout.copy()
+
+
+def batchnorm_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float = 1e-5
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Inference batch-norm of ``x (N, C, H, W)`` with running statistics: ``(x - mean) / sqrt(var + eps) * gamma +
+    beta``, each of ``gamma, beta, mean, var`` ``(C,)``. ``eps`` is the layer's (1e-5 in PyTorch, 1e-3 in
+    EfficientNet-Lite). The cache is ``(x_hat (N, C, H, W), gamma / sqrt(var + eps) (C,))``.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"batch-norm expects x (N, C, H, W), got shape {x.shape}")
+    for name, vec in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)):
+        if vec.shape != (x.shape[1],):
+            raise ValueError(f"batch-norm {name} shape {vec.shape} does not match x shape {x.shape}")
+    if eps < 0:
+        raise ValueError(f"batch-norm eps must be >= 0, got {eps}")
+    inv_std = (1.0 / np.sqrt(var.astype(np.float64) + eps)).astype(x.dtype)
+    x_hat = (x - mean.astype(x.dtype)[:, None, None]) * inv_std[:, None, None]
+    out = x_hat * gamma.astype(x.dtype)[:, None, None] + beta.astype(x.dtype)[:, None, None]
+    return out, (x_hat, (gamma.astype(x.dtype) * inv_std))
+
+
+def batchnorm_backward(
+    dout: np.ndarray, cache: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``dout (N, C, H, W)`` -> ``(dx (N, C, H, W), dgamma (C,), dbeta (C,))``; the running statistics are
+    constants in inference, so ``dx = dout * gamma / sqrt(var + eps)``."""
+    x_hat, scale = cache
+    if dout.shape != x_hat.shape:
+        raise ValueError(f"dout shape {dout.shape} does not match batch-norm shape {x_hat.shape}")
+    return dout * scale[:, None, None], (dout * x_hat).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3))
 
 
 def global_avg_pool_forward(x: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -130,3 +187,34 @@ def batchnorm_fold(
     w_folded = w.astype(np.float64) * scale.reshape(f, *([1] * (w.ndim - 1)))
     b_folded = shift * scale + beta.astype(np.float64)
     return w_folded.astype(w.dtype), b_folded.astype(w.dtype)
+
+
+def batchnorm_fold_backward(
+    dw_folded: np.ndarray,
+    db_folded: np.ndarray,
+    w: np.ndarray,
+    gamma: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients through ``batchnorm_fold`` (no conv bias): ``dw' (F, C, KH, KW)``, ``db' (F,)`` ->
+    ``(dw (F, C, KH, KW), dgamma (F,), dbeta (F,))``.
+
+    With ``s = gamma / sqrt(var + eps)``, ``w' = w * s`` and ``b' = beta - mean * s``: ``dw = dw' * s``,
+    ``dgamma = (sum(dw' * w) - db' * mean) / sqrt(var + eps)`` and ``dbeta = db'``. Computed in float64, returned
+    in ``dw'``'s dtype.
+    """
+    f = w.shape[0]
+    if dw_folded.shape != w.shape or db_folded.shape != (f,):
+        raise ValueError(f"folded gradients {dw_folded.shape}, {db_folded.shape} do not match conv weight {w.shape}")
+    for name, vec in (("gamma", gamma), ("mean", mean), ("var", var)):
+        if vec.shape != (f,):
+            raise ValueError(f"batch-norm {name} shape {vec.shape} does not match conv weight shape {w.shape}")
+    dw, db = dw_folded.astype(np.float64), db_folded.astype(np.float64)
+    inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    scale = gamma.astype(np.float64) * inv_std
+    axes = tuple(range(1, w.ndim))
+    dscale = (dw * w.astype(np.float64)).sum(axis=axes) - db * mean.astype(np.float64)
+    out = (dw * scale.reshape(f, *([1] * (w.ndim - 1))), dscale * inv_std, db)
+    return tuple(a.astype(dw_folded.dtype) for a in out)  # type: ignore[return-value]

@@ -10,8 +10,10 @@ weight and bias, head).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from model.checkpoint import load_checkpoint
 from model.config import NetworkConfig, Stage
 from model.numpy_layers import (
     batchnorm_fold,
+    batchnorm_fold_backward,
     global_avg_pool_backward,
     global_avg_pool_forward,
     global_max_pool_backward,
@@ -93,7 +96,34 @@ class Gradients:
     params: dict[str, np.ndarray]
 
 
-class NumpyTriageNet:
+class SeededBackward(ABC):
+    """``backward_to_input`` and ``loss_and_gradients``, for any engine with ``forward_trace`` and ``backward``."""
+
+    dtype: np.dtype
+
+    @abstractmethod
+    def forward_trace(self, x: np.ndarray) -> Any:
+        """A forward pass of ``x (N, C, H, W)`` whose result has ``logits (N, K)`` and ``maps`` and feeds backward."""
+
+    @abstractmethod
+    def backward(
+        self, trace: Any, dlogits: np.ndarray | None = None, dmaps: dict[str, np.ndarray] | None = None
+    ) -> Gradients:
+        """Back-propagate ``dlogits (N, K)`` and/or stage-map gradients ``dmaps[name] (N, C, H, W)``."""
+
+    def backward_to_input(self, trace: Any, target: LogitTarget | CellTarget) -> np.ndarray:
+        """Gradient ``(N, C, H, W)`` of the target (per sample) with respect to the input of ``trace``."""
+        dlogits, dmaps = target_seeds(trace.logits, trace.maps, target, self.dtype)
+        return self.backward(trace, dlogits=dlogits, dmaps=dmaps).input
+
+    def loss_and_gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Gradients]:
+        """Mean softmax cross-entropy of ``x (N, C, H, W)`` against ``labels (N,)`` and all its gradients."""
+        trace = self.forward_trace(x)
+        loss, dlogits = softmax_cross_entropy(trace.logits, labels)
+        return loss, self.backward(trace, dlogits=dlogits)
+
+
+class NumpyTriageNet(SeededBackward):
     """Eval-mode triage network: ``(N, 3, S, S)`` float inputs -> ``(N, K)`` logits and stage maps."""
 
     def __init__(
@@ -124,14 +154,14 @@ class NumpyTriageNet:
                 f"{prefix}.0.weight": (st.channels, in_ch, st.kernel, st.kernel),
                 **{f"{prefix}.1.{k}": (st.channels,) for k in ("weight", "bias", "running_mean", "running_var")},
             }
-            arrays = {k: _take(weights, k, shape) for k, shape in shapes.items()}
+            arrays = {k: take_weight(weights, k, shape) for k, shape in shapes.items()}
             raw = [arrays[f"{prefix}.{k}"].astype(np.float64) for k in ("0.weight", "1.weight", "1.bias")]
             mean, var = (arrays[f"{prefix}.1.{k}"].astype(np.float64) for k in ("running_mean", "running_var"))
             w_f, b_f = batchnorm_fold(raw[0], raw[1], raw[2], mean, var, BN_EPS)
             stages.append(StageParams(st, *(a.astype(dtype) for a in (*raw, mean, var, w_f, b_f))))
             in_ch = st.channels
-        head_w = _take(weights, "head.weight", (config.num_classes, in_ch)).astype(dtype)
-        head_b = _take(weights, "head.bias", (config.num_classes,)).astype(dtype)
+        head_w = take_weight(weights, "head.weight", (config.num_classes, in_ch)).astype(dtype)
+        head_b = take_weight(weights, "head.bias", (config.num_classes,)).astype(dtype)
         return cls(config, tuple(stages), head_w, head_b)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -164,18 +194,10 @@ class NumpyTriageNet:
         self, trace: Trace, dlogits: np.ndarray | None = None, dmaps: dict[str, np.ndarray] | None = None
     ) -> Gradients:
         """Back-propagate ``dlogits (N, K)`` and/or stage-map gradients ``dmaps[name] (N, C, H, W)``."""
-        dmaps = dict(dmaps or {})
-        unknown = set(dmaps) - set(trace.maps)
-        if unknown:
-            raise ValueError(f"unknown stages {sorted(unknown)}; the network has {list(trace.maps)}")
-        for name, grad in dmaps.items():
-            if grad.shape != trace.maps[name].shape:
-                raise ValueError(f"gradient for {name} has shape {grad.shape}, the map is {trace.maps[name].shape}")
+        dmaps = checked_seeds(trace.logits, trace.maps, dlogits, dmaps)
         folded: dict[str, np.ndarray] = {}
         last = self.stages[-1].stage.name
         if dlogits is not None:
-            if dlogits.shape != trace.logits.shape:
-                raise ValueError(f"dlogits shape {dlogits.shape} does not match logits shape {trace.logits.shape}")
             dpooled, folded["head.weight"], folded["head.bias"] = linear_backward(dlogits, trace.head)
             pool_backward = global_max_pool_backward if self.config.global_pool == "max" else global_avg_pool_backward
             dmaps[last] = dmaps.get(last, 0) + pool_backward(dpooled, trace.pool)  # type: ignore[arg-type]
@@ -197,49 +219,66 @@ class NumpyTriageNet:
             raise ValueError("backward needs dlogits or at least one stage gradient in dmaps")
         return Gradients(grad, folded, self._unfold(folded))
 
-    def backward_to_input(self, trace: Trace, target: LogitTarget | CellTarget) -> np.ndarray:
-        """Gradient ``(N, C, H, W)`` of the target (per sample) with respect to the input of ``trace``."""
-        if isinstance(target, LogitTarget):
-            k = trace.logits.shape[1]
-            if not 0 <= target.class_index < k:
-                raise ValueError(f"class_index {target.class_index} out of range for logits shape {trace.logits.shape}")
-            seed = np.zeros_like(trace.logits)
-            seed[:, target.class_index] = 1
-            return self.backward(trace, dlogits=seed).input
-        if target.stage not in trace.maps:
-            raise ValueError(f"unknown stage {target.stage!r}; the network has {list(trace.maps)}")
-        shape = trace.maps[target.stage].shape
-        if not (0 <= target.y < shape[2] and 0 <= target.x < shape[3]):
-            raise ValueError(f"cell ({target.y}, {target.x}) is outside {target.stage} map of shape {shape}")
-        if target.channel is not None and not 0 <= target.channel < shape[1]:
-            raise ValueError(f"channel {target.channel} is outside {target.stage} map of shape {shape}")
-        seed = np.zeros(shape, dtype=self.dtype)
-        channels = slice(None) if target.channel is None else target.channel
-        seed[:, channels, target.y, target.x] = 1
-        return self.backward(trace, dmaps={target.stage: seed}).input
-
-    def loss_and_gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Gradients]:
-        """Mean softmax cross-entropy of ``x (N, C, H, W)`` against ``labels (N,)`` and all its gradients."""
-        trace = self.forward_trace(x)
-        loss, dlogits = softmax_cross_entropy(trace.logits, labels)
-        return loss, self.backward(trace, dlogits=dlogits)
-
     def _unfold(self, folded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Chain rule through ``w' = w * s``, ``b' = beta - mean * s``, ``s = gamma / sqrt(var + eps)``."""
         params = {"head.weight": folded["head.weight"], "head.bias": folded["head.bias"]}
         for sp in self.stages:
             name = sp.stage.name
-            dw, db = folded[f"{name}.weight"].astype(np.float64), folded[f"{name}.bias"].astype(np.float64)
-            inv_std = 1.0 / np.sqrt(sp.var.astype(np.float64) + BN_EPS)
-            scale = sp.gamma.astype(np.float64) * inv_std
-            dscale = (dw * sp.weight.astype(np.float64)).sum(axis=(1, 2, 3)) - db * sp.mean.astype(np.float64)
-            params[f"stages.{name}.0.weight"] = (dw * scale[:, None, None, None]).astype(self.dtype)
-            params[f"stages.{name}.1.weight"] = (dscale * inv_std).astype(self.dtype)
-            params[f"stages.{name}.1.bias"] = db.astype(self.dtype)
+            grads = batchnorm_fold_backward(
+                folded[f"{name}.weight"], folded[f"{name}.bias"], sp.weight, sp.gamma, sp.mean, sp.var, BN_EPS
+            )
+            for key, grad in zip(("0.weight", "1.weight", "1.bias"), grads, strict=True):
+                params[f"stages.{name}.{key}"] = grad.astype(self.dtype)
         return params
 
 
-def _take(weights: dict[str, np.ndarray], key: str, shape: tuple[int, ...]) -> np.ndarray:
+def checked_seeds(
+    logits: np.ndarray,
+    maps: dict[str, np.ndarray],
+    dlogits: np.ndarray | None,
+    dmaps: dict[str, np.ndarray] | None,
+) -> dict[str, np.ndarray]:
+    """A copy of the stage seeds ``dmaps`` after checking them and ``dlogits`` against a trace's ``logits (N, K)``
+    and ``maps`` (names and shapes); ValueError naming both shapes otherwise."""
+    dmaps = dict(dmaps or {})
+    unknown = set(dmaps) - set(maps)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; the network has {list(maps)}")
+    for name, grad in dmaps.items():
+        if grad.shape != maps[name].shape:
+            raise ValueError(f"gradient for {name} has shape {grad.shape}, the map is {maps[name].shape}")
+    if dlogits is not None and dlogits.shape != logits.shape:
+        raise ValueError(f"dlogits shape {dlogits.shape} does not match logits shape {logits.shape}")
+    return dmaps
+
+
+def target_seeds(
+    logits: np.ndarray, maps: dict[str, np.ndarray], target: LogitTarget | CellTarget, dtype: np.dtype
+) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None]:
+    """The ``(dlogits, dmaps)`` seed that makes ``backward`` differentiate ``target`` for each sample: a one-hot
+    ``(N, K)`` for a logit, or a one at ``(y, x)`` of one channel (or all channels) of a stage map ``(N, C, H, W)``."""
+    if isinstance(target, LogitTarget):
+        k = logits.shape[1]
+        if not 0 <= target.class_index < k:
+            raise ValueError(f"class_index {target.class_index} out of range for logits shape {logits.shape}")
+        seed = np.zeros_like(logits)
+        seed[:, target.class_index] = 1
+        return seed, None
+    if target.stage not in maps:
+        raise ValueError(f"unknown stage {target.stage!r}; the network has {list(maps)}")
+    shape = maps[target.stage].shape
+    if not (0 <= target.y < shape[2] and 0 <= target.x < shape[3]):
+        raise ValueError(f"cell ({target.y}, {target.x}) is outside {target.stage} map of shape {shape}")
+    if target.channel is not None and not 0 <= target.channel < shape[1]:
+        raise ValueError(f"channel {target.channel} is outside {target.stage} map of shape {shape}")
+    seed = np.zeros(shape, dtype=dtype)
+    channels = slice(None) if target.channel is None else target.channel
+    seed[:, channels, target.y, target.x] = 1
+    return None, {target.stage: seed}
+
+
+def take_weight(weights: dict[str, np.ndarray], key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``weights[key]`` as an array of ``shape``; ValueError naming the key and both shapes otherwise."""
     if key not in weights:
         raise ValueError(f"weights lack {key!r} (expected shape {shape})")
     arr = np.asarray(weights[key])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +19,28 @@ from tqdm import tqdm
 
 from model.allocator import reuse_freed_memory
 from model.augment import apply, draw
-from model.card import CARD_NAME, CHECKPOINT_NAME, sha256_file, write_card
+from model.card import CARD_NAME, CHECKPOINT_NAME, RETRAINED_NAME, read_card, retrained_version, sha256_file, write_card
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import CLASSES, NetworkConfig, Preprocessing
 from model.crack_supervision import crack_head, crack_targets, describe
-from model.data import ArrayDataset, DataError, image_folder, stratified_split, synthetic_split
+from model.data import FOLDER_FRACTIONS, ArrayDataset, DataError, image_folder, stratified_split, synthetic_split
 from model.initialisation import StartError, checkpoint_path, start_network
-from model.metrics import classification_report, fit_temperature, review_threshold, routing_report, softmax
+from model.metrics import (
+    choose_temperature,
+    classification_report,
+    reaches_precision,
+    review_threshold,
+    routing_report,
+    softmax,
+)
 from model.network import Network, state_to_numpy
 from model.preprocess import normalize
+from model.report import write_report
+from model.synth.real_photos import PhotoSet, PhotoSetError, resolve_photos
 from model.train_hardware import training_device, training_precision
+from model.weak_model import warnings_banner, weak_model_warnings
 
 log = logging.getLogger(__name__)
-
-MODEL_NAME = "ticket-photo-triage"
-MODEL_VERSION = "1.0.0"
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,10 @@ class TrainOptions:
     device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU
     crack_weight: float = 1.0  # weight of the crack-location loss (model.crack_supervision); 0 turns it off
     twins: float = 0.5  # share of synthetic general_returns training photos that are intact twins of damaged ones
+    name: str = RETRAINED_NAME  # the card's name, which serving reports
+    version: str | None = None  # the card's version; None: the UTC time training started (model.card)
+    photos: Path | None = None  # real photographs for the generator (model.synth.real_photos); None: the Debian set
+    n_real: int = 1000  # photos of the ``real`` split, built on real photographs held out of training
     start_from: Path | None = None  # a model folder (or checkpoint) to fine-tune instead of a fresh network
 
 
@@ -105,7 +118,7 @@ def _load_data(
         for path, why in skipped:
             log.warning("skipped unreadable %s (%s)", path, why)
         print(f"{opts.data}: {len(full)} photos, {len(skipped)} unreadable skipped")
-        train, val, test = stratified_split(full, (0.7, 0.15, 0.15), opts.seed)
+        train, val, test = stratified_split(full, FOLDER_FRACTIONS, opts.seed)
         splits = {"train": train, "val": val, "test": test}
         short = {name: CLASSES[k] for name, part in splits.items() for k in range(len(CLASSES)) if k not in part.labels}
         if short:
@@ -118,11 +131,13 @@ def _load_data(
     else:
         n_train = default_n_train if opts.n_train is None else opts.n_train
         sizes = {"train": n_train, "val": opts.n_val, "test": opts.n_test, "shifted": opts.n_shifted}
+        sizes["real"] = opts.n_real
+        photos = _real_photos(opts.photos)
         splits = {}
         for name, n in sizes.items():
             started = time.perf_counter()
             twins = opts.twins if name == "train" else 0.0
-            splits[name] = synthetic_split(name, n, spec, seed=opts.seed, cache=opts.cache, twins=twins)
+            splits[name] = synthetic_split(name, n, spec, opts.seed, opts.cache, twins, photos)
             print(f"generated {name}: {n} photos in {time.perf_counter() - started:.1f} s")
         from model.synth import HELD_OUT
 
@@ -133,8 +148,21 @@ def _load_data(
             "seed_ranges": "disjoint per split (model.data.split_seeds)",
             "train_twins": opts.twins,
             "held_out_factors": {k: sorted(map(str, v)) for k, v in HELD_OUT.items()},
+            "real_photos": photos.describe(),
         }
     return splits, {**description, "counts": {k: len(v) for k, v in splits.items()}}
+
+
+def _real_photos(folder: Path | None) -> PhotoSet:
+    """The real photographs for the generator, checked here so a missing or empty folder is a clear DataError."""
+    try:
+        photos = resolve_photos(folder)
+        for split in ("train", "real"):
+            photos.for_split(split)
+    except PhotoSetError as exc:
+        raise DataError(str(exc)) from exc
+    print(f"real photos from {photos.source}: {len(photos.training)} for training, {len(photos.held_out)} held out")
+    return photos
 
 
 def _fit(net: Network, splits: dict[str, ArrayDataset], opts: TrainOptions, epochs: int, lr: float) -> dict[str, Any]:
@@ -158,7 +186,7 @@ def _fit(net: Network, splits: dict[str, ArrayDataset], opts: TrainOptions, epoc
     stale = 0
     for epoch in range(1, epochs + 1):
         net.train()
-        total, crack_total, seen = 0.0, 0.0, 0
+        total, crack_total, seen, correct = 0.0, 0.0, 0, 0
         batches = training_batches(splits["train"], spec, opts.batch_size, generator)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
         for x, y, cells in bar:
@@ -168,6 +196,7 @@ def _fit(net: Network, splits: dict[str, ArrayDataset], opts: TrainOptions, epoc
                 logits, maps = net.forward_stages(x.contiguous(memory_format=torch.channels_last))
             loss = loss_fn(logits.float(), y)
             total += float(loss.detach()) * len(y)
+            correct += int((logits.detach().argmax(1) == y).sum())
             if crack is not None and cells is not None:
                 targets = crack_targets(cells, net.config).to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -183,7 +212,15 @@ def _fit(net: Network, splits: dict[str, ArrayDataset], opts: TrainOptions, epoc
         val_labels = splits["val"].labels
         val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_labels)))
         val_acc = float((val_logits.argmax(1) == val_labels).mean())
-        history.append({"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss, "val_accuracy": val_acc})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / seen,
+                "train_accuracy": correct / seen,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+            }
+        )
         if crack is not None:
             history[-1]["train_crack_loss"] = crack_total / seen
         print(f"epoch {epoch}: train loss {total / seen:.4f}  val loss {val_loss:.4f}  val acc {val_acc:.4f}")
@@ -204,6 +241,7 @@ def _fit(net: Network, splits: dict[str, ArrayDataset], opts: TrainOptions, epoc
 def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, Any]:
     """Train, calibrate and evaluate; write ``opts.out``/triage_checkpoint.npz and model_card.json."""
     started = time.perf_counter()
+    started_at = datetime.now(UTC)
     allocator = reuse_freed_memory()
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
@@ -234,11 +272,13 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
     fit = _fit(net, splits, opts, epochs, lr)
 
     val_logits = predict_logits(net, splits["val"], spec)
-    temperature = fit_temperature(val_logits, splits["val"].labels)
+    chosen = choose_temperature(val_logits, splits["val"].labels)
+    temperature = chosen["temperature"]
+    print(temperature_summary(chosen))
     val_probs = softmax(val_logits, temperature)
     threshold = review_threshold(val_probs, splits["val"].labels, opts.target_precision)
     metrics: dict[str, Any] = {}
-    for name in ("val", "test", "shifted"):
+    for name in ("val", "test", "shifted", "real"):
         if name not in splits:
             continue
         logits = predict_logits(net, splits[name], spec)
@@ -257,16 +297,26 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
     checkpoint = opts.out / CHECKPOINT_NAME
     calibration = {
         "temperature": temperature,
+        "temperature_choice": chosen["choice"],
+        "temperature_fitted": chosen["fitted"],
+        "val_ece_fitted": chosen["val_ece_fitted"],
+        "val_ece_uncalibrated": chosen["val_ece_uncalibrated"],
         "review_threshold": threshold,
+        "threshold_reaches_target": reaches_precision(
+            val_probs, splits["val"].labels, threshold, opts.target_precision
+        ),
         "target_precision": opts.target_precision,
         "fitted_on": "val",
     }
+    warnings = weak_model_warnings(metrics, calibration)
     meta = {"calibration": calibration, "seed": opts.seed, "initialisation": start.record}
+    if "real_photos" in data_description:
+        meta["real_photos_digest"] = data_description["real_photos"]["digest"]
     save_checkpoint(checkpoint, config, state_to_numpy(net), meta)
     seconds = time.perf_counter() - started
     card = {
-        "name": MODEL_NAME,
-        "version": MODEL_VERSION,
+        "name": opts.name,
+        "version": opts.version or retrained_version(started_at),
         "classes": list(CLASSES),
         "preprocessing": spec.to_dict(),
         "network": config.to_dict(),
@@ -275,6 +325,7 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
         "training": {
             "initialisation": start.record,
             "data": data_description,
+            "started_at": started_at.isoformat(timespec="seconds"),
             "seed": opts.seed,
             "epochs": epochs,
             **fit,
@@ -288,8 +339,24 @@ def train(opts: TrainOptions, config: NetworkConfig | None = None) -> dict[str, 
             "allocator": {"glibc_mallopt": allocator} if allocator else "as the C library sets it",
         },
         "metrics": metrics,
+        "warnings": warnings,
         "artifacts": {CHECKPOINT_NAME: {"sha256": sha256_file(checkpoint), "bytes": checkpoint.stat().st_size}},
     }
     write_card(opts.out / CARD_NAME, card)
-    print(f"wrote {checkpoint} and {opts.out / CARD_NAME} in {seconds:.0f} s")
-    return card
+    print(f"wrote {checkpoint} and {opts.out / CARD_NAME} ({card['name']} {card['version']}) in {seconds:.0f} s")
+    report = write_report(opts.out, splits)
+    print(f"wrote {report}: curves, confusion, reliability, coverage and the photos it gets wrong")
+    if warnings:
+        print(warnings_banner(warnings), file=sys.stderr)
+    return read_card(opts.out / CARD_NAME)
+
+
+def temperature_summary(chosen: dict[str, Any]) -> str:
+    """One line saying which temperature ``choose_temperature`` kept and why."""
+    fitted, raw = chosen["val_ece_fitted"], chosen["val_ece_uncalibrated"]
+    if chosen["choice"] == "fitted":
+        return f"calibration: temperature {chosen['fitted']:.4g} lowers validation ECE from {raw:.4f} to {fitted:.4f}"
+    return (
+        f"calibration: the fitted temperature {chosen['fitted']:.4g} would raise validation ECE from {raw:.4f} to "
+        f"{fitted:.4f}; kept the uncalibrated probabilities (temperature 1)"
+    )

@@ -27,7 +27,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from service.parent_death import sweep_dirs_of_dead_owners
+from service.runtime.parent_death import sweep_dirs_of_dead_owners
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MODEL_INFO = "triage_model"
@@ -87,6 +87,7 @@ class ServiceMetrics:
     batch_photos: Histogram
     batch_requests: Histogram
     routes: Counter
+    review_reasons: Counter
     confidence: Histogram
     errors: Counter
     model: Gauge
@@ -136,6 +137,12 @@ def _create() -> ServiceMetrics:
             "triage_batch_requests", "Requests handled together in one batch", buckets=_SIZE_BUCKETS, registry=None
         ),
         routes=Counter("triage_routes", "Routes given, per photo and per ticket", ["level", "route"], registry=None),
+        review_reasons=Counter(
+            "triage_review_reasons",
+            "Photos sent to needs_review by reason: unsure (below the threshold) or unfamiliar (unlike training)",
+            ["reason"],
+            registry=None,
+        ),
         confidence=Histogram(
             "triage_confidence",
             "Calibrated confidence of each routed photo",

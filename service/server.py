@@ -1,8 +1,9 @@
 """``triage serve``: assemble the LitServe application and run it under the supervisor.
 
 Endpoints: ``POST /v1/route`` (``RouteAPI``), ``POST /v1/explain`` (``ExplainAPI``), ``GET /`` (the explanation
-page, ``service.page``, in place of LitServe's own ``/`` and ``/info``), ``GET /v1/model``, ``GET /health``
-(LitServe's: 200 once every worker of every API has loaded and warmed up the model, 503 before), ``GET /metrics``.
+page, ``service.http.page``, in place of LitServe's own ``/`` and ``/info``), ``GET /v1/model``,
+``GET /v1/model/report`` (the training report, ``service.http.report``), ``GET /health`` (LitServe's: 200 once every
+worker of every API has loaded and warmed up the model, 503 before), ``GET /metrics``.
 Another model endpoint is one more entry in ``build_apis``; it reuses ``EngineAPI`` (workers, engine, provider
 report), ``shared_upload`` (request parsing, photos handed over in ``/dev/shm``), ``read_photo`` (intake), and
 gets the request id, API key, limits, timeout and metrics from ``RequestContextMiddleware`` for free.
@@ -22,20 +23,21 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from service.devices import DevicePlan, plan_devices, visible_gpus
-from service.engine import DeviceError, ModelIntegrityError, verified_card
-from service.engine_api import EngineAPI
-from service.explain_api import EXPLAIN_PATH, ExplainAPI
-from service.logs import configure_logging
+from service.http.logs import configure_logging
+from service.http.openapi import describe_api
+from service.http.page import PAGE_PATH, add_page_routes
+from service.http.report import REPORT_PATH, add_report_route
+from service.http.request_context import RequestContextMiddleware
+from service.http.uploads import UploadLimits
+from service.inference.devices import DevicePlan, plan_devices, visible_gpus
+from service.inference.engine import DeviceError, ModelIntegrityError, verified_card
+from service.inference.engine_api import EngineAPI
+from service.inference.explain_api import EXPLAIN_PATH, ExplainAPI
+from service.inference.route_api import ROUTE_PATH, RouteAPI
 from service.metrics import MULTIPROC_ENV, live_models, render, use_metrics_dir
-from service.openapi import describe_api
-from service.page import PAGE_PATH, add_page_routes
-from service.photo_handoff import CloseHandoffOnStop, PhotoHandoff
-from service.request_context import RequestContextMiddleware
-from service.route_api import ROUTE_PATH, RouteAPI
+from service.runtime.photo_handoff import CloseHandoffOnStop, PhotoHandoff
+from service.runtime.supervisor import serve
 from service.settings import Settings
-from service.supervisor import serve
-from service.uploads import UploadLimits
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ def build_server(settings: Settings, card: dict[str, Any], plan: DevicePlan) -> 
     if not os.environ.get(MULTIPROC_ENV):
         raise RuntimeError(f"set up metrics first (service.metrics.use_metrics_dir); {MULTIPROC_ENV} is not set")
     apis = build_apis(settings, plan)
-    endpoints = {api.api_path for api in apis} | {MODEL_PATH, HEALTH_PATH, METRICS_PATH, PAGE_PATH}
+    endpoints = {api.api_path for api in apis} | {MODEL_PATH, REPORT_PATH, HEALTH_PATH, METRICS_PATH, PAGE_PATH}
     middleware = (
         RequestContextMiddleware,
         {
@@ -110,6 +112,7 @@ def build_server(settings: Settings, card: dict[str, Any], plan: DevicePlan) -> 
     server.app.state.upload_limits = UploadLimits(max_images=settings.max_images, max_bytes=settings.max_bytes)
     server.app.state.photo_handoff = PhotoHandoff(settings.handoff_dir)
     _add_service_routes(server.app, card)
+    add_report_route(server.app, card, settings.model_path.parent)
     add_page_routes(server.app)
     for api in apis:
         api.configure_app(server.app)

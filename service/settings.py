@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.intake import IntakeLimits
+from service.inference.intake import IntakeLimits
 
 MIB = 1024 * 1024
 
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     packet_pipes: bool = Field(
         True,
         description="requests and answers between the HTTP and inference processes through packet-mode pipes "
-        "(service/packet_pipes.py); false: through LitServe's queue manager",
+        "(service/runtime/packet_pipes.py); false: through LitServe's queue manager",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

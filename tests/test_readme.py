@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from model.card import CARD_NAME, read_card
-from service.cli import build_parser
-from tests.service.test_serve_e2e import start, stop
+from tests.service.serve_process import HTTP_TIMEOUT, serving
+from triage_cli.commands import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -67,7 +67,7 @@ def sample_files() -> list[Path]:
 def test_readme_predict_routes_the_samples_to_their_folders() -> None:
     (line,) = [ln for block in code_blocks("sh") for ln in block.splitlines() if "triage predict" in ln]
     argv = [a for a in shlex.split(line)[1:] if "*" not in a] + [str(f) for f in sample_files()]
-    out = subprocess.run([sys.executable, "-m", "service.cli", *argv], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "triage_cli", *argv], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     results = [json.loads(row) for row in out.stdout.splitlines()]
     assert len(results) == len(sample_files())
@@ -80,12 +80,9 @@ def test_readme_predict_routes_the_samples_to_their_folders() -> None:
 
 def test_readme_curl_routes_a_sample_through_a_real_service(tmp_path: Path) -> None:
     (curl,) = [ln for block in code_blocks("sh") for ln in block.splitlines() if ln.startswith("curl")]
-    served = start(ARTIFACTS / "triage.onnx", tmp_path / "serve.log")
-    try:
+    with serving(ARTIFACTS / "triage.onnx", tmp_path / "serve.log") as served:
         command = shlex.split(curl.replace("http://127.0.0.1:8000", served.url))
-        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    finally:
-        stop(served)
+        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=HTTP_TIMEOUT)
     answer = json.loads(out.stdout)
     photo = Path(command[command.index("-F") + 1].split("@", 1)[1])
     assert answer["route"] in (photo.parent.name, "needs_review")

@@ -234,9 +234,16 @@ class DrawnScreen:
 
 
 def draw_device(
-    image: Image.Image, camera: Camera, device: Device, rng: np.random.Generator, content: str, glare: float
+    image: Image.Image,
+    camera: Camera,
+    device: Device,
+    rng: np.random.Generator,
+    content: str,
+    glare: float,
+    picture: Image.Image | None = None,
 ) -> DrawnScreen:
-    """Draw ``device`` with ``content`` on its screen; details over the glass are drawn by :func:`finish_device`."""
+    """Draw ``device`` with ``content`` (or a real ``picture``) on its screen; details over the glass are drawn by
+    :func:`finish_device`."""
     for part in device.parts:
         draw_part(image, camera, part)
     s = device.screen
@@ -244,7 +251,7 @@ def draw_device(
     sw, sh = device.screen_size
     outline = apply_h(h, s.outline)
     scale = content_scale(h, (sw, sh), image.size)
-    pixels = screen_content(rng, content, (int(sw * scale), int(sh * scale)), glare)
+    pixels = screen_content(rng, content, (int(sw * scale), int(sh * scale)), glare, picture)
     box = warp_onto(image, pixels, h, (sw, sh), s.outline)
     mask = polygon_mask(outline, box) if box is not None else None
     return DrawnScreen(h, outline, box, mask)

@@ -16,8 +16,11 @@ from typing import Any
 import numpy as np
 
 from model.config import CLASSES
+from model.synth.real_photos import REAL_SPLIT, PhotoSet
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "shifted")
+# Scenes built on real photos held out of training (``model.synth.real_photos``): drawn like ``test`` otherwise.
+PHOTO_SPLITS: tuple[str, ...] = (*SPLITS, REAL_SPLIT)
 DAMAGE, RETURNS = CLASSES
 
 ASPECTS: dict[str, tuple[tuple[int, int], float]] = {
@@ -72,7 +75,7 @@ HELD_OUT: dict[str, tuple[str, ...]] = {
 SHIFT_PROBABILITY = 0.25
 
 
-def _pick(rng: np.random.Generator, table: dict[Any, float]) -> Any:
+def pick(rng: np.random.Generator, table: dict[Any, float]) -> Any:
     """One key of ``table``, drawn with probability proportional to its weight."""
     keys = list(table)
     cumulative = np.cumsum(list(table.values()))
@@ -93,13 +96,13 @@ def _applicable(factors: dict[str, Any]) -> list[str]:
 
 
 def _device_factors(rng: np.random.Generator, label: str) -> dict[str, Any]:
-    kind = _pick(rng, DEVICE_KINDS)
+    kind = pick(rng, DEVICE_KINDS)
     on = rng.random() < 0.6
     out: dict[str, Any] = {
         "device_kind": kind,
-        "body_palette": _pick(rng, BODY_PALETTES),
+        "body_palette": pick(rng, BODY_PALETTES),
         "screen_state": "on" if on else "off",
-        "screen_content": _pick(rng, SCREEN_CONTENTS) if on else "off",
+        "screen_content": pick(rng, SCREEN_CONTENTS) if on else "off",
         "glare": float(rng.uniform(0.0, 1.0) if rng.random() < 0.6 else 0.0),
     }
     if label == DAMAGE:
@@ -108,10 +111,10 @@ def _device_factors(rng: np.random.Generator, label: str) -> dict[str, Any]:
             "bright" if content in BRIGHT_CONTENTS else "dark" if content in DARK_CONTENTS else "mid"
         ]
         out |= {
-            "crack_style": _pick(rng, CRACK_STYLES),
-            "crack_extent": _pick(rng, CRACK_EXTENTS),
-            "crack_tone": _pick(rng, tone_table),
-            "crack_width": _pick(rng, CRACK_WIDTHS),
+            "crack_style": pick(rng, CRACK_STYLES),
+            "crack_extent": pick(rng, CRACK_EXTENTS),
+            "crack_tone": pick(rng, tone_table),
+            "crack_width": pick(rng, CRACK_WIDTHS),
             "lcd_bleed": bool(on and rng.random() < 0.15),
         }
         if out["crack_extent"] == "small" and out["crack_width"] == "hairline":
@@ -121,12 +124,12 @@ def _device_factors(rng: np.random.Generator, label: str) -> dict[str, Any]:
 
 def draw_factors(rng: np.random.Generator, label: str, split: str) -> dict[str, Any]:
     """Draw the factor dict of one photo from ``rng`` (see the module docstring for the split rules)."""
-    aspect = _pick(rng, {k: w for k, (_, w) in ASPECTS.items()})
+    aspect = pick(rng, {k: w for k, (_, w) in ASPECTS.items()})
     ratio = ASPECTS[aspect][0]
     long_side = int(rng.integers(DEFAULT_LONG_SIDE[0], DEFAULT_LONG_SIDE[1] + 1))
     short_side = round(long_side * min(ratio) / max(ratio))
     width, height = (long_side, short_side) if ratio[0] >= ratio[1] else (short_side, long_side)
-    subject = "device" if label == DAMAGE else _pick(rng, RETURN_SUBJECTS)
+    subject = "device" if label == DAMAGE else pick(rng, RETURN_SUBJECTS)
     n_props = int(rng.choice(3, p=[0.55, 0.33, 0.12]))
     factors: dict[str, Any] = {
         "label": label,
@@ -135,21 +138,21 @@ def draw_factors(rng: np.random.Generator, label: str, split: str) -> dict[str, 
         "width": width,
         "height": height,
         "subject": subject,
-        "surface": _pick(rng, SURFACES),
-        "surface_tone": _pick(rng, SURFACE_TONES),
-        "wall": _pick(rng, WALLS),
-        "props": ",".join(sorted(_pick(rng, PROPS) for _ in range(n_props))),
-        "occluder": _pick(rng, OCCLUDERS) if subject == "device" else ("finger" if rng.random() < 0.1 else "none"),
+        "surface": pick(rng, SURFACES),
+        "surface_tone": pick(rng, SURFACE_TONES),
+        "wall": pick(rng, WALLS),
+        "props": ",".join(sorted(pick(rng, PROPS) for _ in range(n_props))),
+        "occluder": pick(rng, OCCLUDERS) if subject == "device" else ("finger" if rng.random() < 0.1 else "none"),
         "skin_tone": SKIN_TONES[int(rng.integers(len(SKIN_TONES)))],
-        "color_cast": _pick(rng, COLOR_CASTS),
+        "color_cast": pick(rng, COLOR_CASTS),
         "exposure_ev": float(rng.normal(0.0, 0.3)),
         "contrast": float(rng.uniform(0.85, 1.2)),
         "vignette": float(rng.uniform(0.0, 0.45)),
         "light_gradient": float(rng.uniform(0.0, 0.5)),
-        "blur": _pick(rng, BLURS),
+        "blur": pick(rng, BLURS),
         "blur_amount": float(rng.uniform(0.4, 1.0)),
         "noise_sigma": float(rng.uniform(0.5, 5.0)),
-        "exif_orientation": int(_pick(rng, EXIF_ORIENTATIONS)),
+        "exif_orientation": int(pick(rng, EXIF_ORIENTATIONS)),
         "jpeg_quality": int(rng.integers(60, 96)),
         "screen_state": "none",
     }
@@ -183,18 +186,32 @@ def _shift(rng: np.random.Generator, factors: dict[str, Any]) -> None:
         factors["screen_state"] = "none"
 
 
-def sample_factors(seed: int, label: str, split: str = "train") -> dict[str, Any]:
+def sample_factors(seed: int, label: str, split: str = "train", photos: PhotoSet | None = None) -> dict[str, Any]:
     """The factor dict :func:`model.synth.render_photo` uses for these arguments, without rendering."""
-    return draw_factors(factor_rng(seed, label, split), label, split)
+    from model.synth.real_scenes import draw_photo_factors
+
+    factors = draw_factors(factor_rng(seed, label, split), label, split)
+    if photos is not None:
+        draw_photo_factors(photo_rng(seed, label, split), factors, photos.for_split(split), split)
+    return factors
 
 
 def factor_rng(seed: int, label: str, split: str) -> np.random.Generator:
     """The generator that draws a photo's factors (independent of the one that draws its pixels)."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS.index(split), CLASSES.index(label), 0]))
+    return np.random.default_rng(
+        np.random.SeedSequence([int(seed), PHOTO_SPLITS.index(split), CLASSES.index(label), 0])
+    )
 
 
 def render_rng(seed: int, label: str, split: str, attempt: int) -> np.random.Generator:
     """The generator for a photo's pixels; ``attempt`` changes on a re-roll of an unusable layout."""
     return np.random.default_rng(
-        np.random.SeedSequence([int(seed), SPLITS.index(split), CLASSES.index(label), 1, attempt])
+        np.random.SeedSequence([int(seed), PHOTO_SPLITS.index(split), CLASSES.index(label), 1, attempt])
+    )
+
+
+def photo_rng(seed: int, label: str, split: str) -> np.random.Generator:
+    """The generator that draws whether and how a photo uses a real photograph (``model.synth.real_scenes``)."""
+    return np.random.default_rng(
+        np.random.SeedSequence([int(seed), PHOTO_SPLITS.index(split), CLASSES.index(label), 2])
     )

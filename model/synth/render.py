@@ -5,21 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from model.synth import cracks, damage, devices, negatives, occluders, scene
 from model.synth.factors import (
     BODY_PALETTES,
     CLASSES,
     DAMAGE,
+    PHOTO_SPLITS,
     RETURNS,
     SCREEN_CONTENTS,
-    SPLITS,
     draw_factors,
     factor_rng,
+    photo_rng,
     render_rng,
 )
 from model.synth.geometry import Camera, bbox
 from model.synth.photo import SynthPhoto
+from model.synth.real_photos import REAL_SPLIT, PhotoSet, pixels
+from model.synth.real_scenes import crop_photo, draw_photo_factors
 
 MAX_ATTEMPTS = 6
 MIN_SIDE, MAX_SIDE = 16, 8192
@@ -103,12 +107,18 @@ def _finger_target(rng: np.random.Generator, outline: np.ndarray | None, size: t
 
 
 def _compose(
-    rng: np.random.Generator, factors: dict[str, Any], size: tuple[int, int], twin: bool = False
+    rng: np.random.Generator,
+    factors: dict[str, Any],
+    size: tuple[int, int],
+    twin: bool = False,
+    picture: Image.Image | None = None,
 ) -> tuple[SynthPhoto, SynthPhoto | None] | None:
     """Draw one photo; with ``twin``, also its intact twin: the same photo, pixel for pixel, without the fracture.
+    A real ``picture`` goes where ``factors["photo_use"]`` says (``model.synth.real_scenes``).
 
     Returns None when the layout is unusable (the caller re-rolls).
     """
+    use = factors.get("photo_use", "none")
     w, h = size
     label = factors["label"]
     subject, pts = _subject(rng, factors)
@@ -121,7 +131,9 @@ def _compose(
     casters = [p.points() for p in props if isinstance(p, negatives.Box | devices.DeviceProp)]
     if factors["subject"] not in ("surface", "cable"):
         casters.append(pts)
-    image = scene.render_background(rng, camera, size, factors, far_edge, casters)
+    image = scene.render_background(
+        rng, camera, size, factors, far_edge, casters, picture if use in ("surface", "backdrop") else None
+    )
     for prop in props:
         prop.draw(image, camera, rng)
     crack_mask: np.ndarray | None = None
@@ -130,7 +142,8 @@ def _compose(
     drawn = None
     intact = None
     if isinstance(subject, devices.Device):
-        drawn = devices.draw_device(image, camera, subject, rng, factors["screen_content"], factors["glare"])
+        on_screen = picture if use == "screen" else None
+        drawn = devices.draw_device(image, camera, subject, rng, factors["screen_content"], factors["glare"], on_screen)
         outline = drawn.outline
         screen_box = bbox(outline, size, pad=0)
         if screen_box is None or drawn.box is None or drawn.mask is None:
@@ -202,11 +215,13 @@ def _photo(
     )  # fmt: skip
 
 
-def _check_args(seed: int, label: str, split: str, size: tuple[int, int] | None) -> None:
+def _check_args(seed: int, label: str, split: str, size: tuple[int, int] | None, photos: PhotoSet | None) -> None:
     if label not in CLASSES:
         raise ValueError(f"label must be one of {CLASSES}, got {label!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in PHOTO_SPLITS:
+        raise ValueError(f"split must be one of {PHOTO_SPLITS}, got {split!r}")
+    if split == REAL_SPLIT and photos is None:
+        raise ValueError("the real split is built on real photos: give photos")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if size is not None and (
@@ -216,41 +231,57 @@ def _check_args(seed: int, label: str, split: str, size: tuple[int, int] | None)
 
 
 def _render(
-    seed: int, label: str, split: str, size: tuple[int, int] | None, twin: bool
+    seed: int, label: str, split: str, size: tuple[int, int] | None, twin: bool, photos: PhotoSet | None
 ) -> tuple[SynthPhoto, SynthPhoto | None]:
-    _check_args(seed, label, split, size)
+    _check_args(seed, label, split, size, photos)
     factors = draw_factors(factor_rng(seed, label, split), label, split)
+    real = None
+    if photos is not None:
+        real = draw_photo_factors(photo_rng(seed, label, split), factors, photos.for_split(split), split)
     if size is not None:
         factors["width"], factors["height"] = int(size[0]), int(size[1])
     dims = (factors["width"], factors["height"])
+    picture = None if real is None else pixels(real.path)
+    if picture is not None and factors["photo_use"] == "crop":
+        rng = render_rng(seed, label, split, 0)
+        return _photo(scene.develop(crop_photo(rng, picture, dims), rng, factors), factors, None, None), None
     for attempt in range(MAX_ATTEMPTS):
-        photos = _compose(render_rng(seed, label, split, attempt), factors, dims, twin)
-        if photos is not None:
-            return photos
+        photos_out = _compose(render_rng(seed, label, split, attempt), factors, dims, twin, picture)
+        if photos_out is not None:
+            return photos_out
     factors["occluder"] = "none"
     for attempt in range(MAX_ATTEMPTS, 4 * MAX_ATTEMPTS):
-        photos = _compose(render_rng(seed, label, split, attempt), factors, dims, twin)
-        if photos is not None:
-            return photos
+        photos_out = _compose(render_rng(seed, label, split, attempt), factors, dims, twin, picture)
+        if photos_out is not None:
+            return photos_out
     raise RuntimeError(f"could not lay out a usable photo for seed={seed} label={label} split={split}")
 
 
-def render_photo(seed: int, label: str, *, split: str = "train", size: tuple[int, int] | None = None) -> SynthPhoto:
+def render_photo(
+    seed: int,
+    label: str,
+    *,
+    split: str = "train",
+    size: tuple[int, int] | None = None,
+    photos: PhotoSet | None = None,
+) -> SynthPhoto:
     """Render the synthetic ticket photo for ``seed``/``label``/``split`` (same arguments, same pixels).
 
-    ``size`` is (width, height); by default a phone-like aspect with the long side in 448..640 px is drawn.
+    ``size`` is (width, height); by default a phone-like aspect with the long side in 448..640 px is drawn. With
+    ``photos`` (``model.synth.real_photos``), a share of photos use a real photograph (``model.synth.real_scenes``);
+    the ``real`` split needs them and uses only the held-out ones.
     """
-    return _render(seed, label, split, size, twin=False)[0]
+    return _render(seed, label, split, size, False, photos)[0]
 
 
 def render_twins(
-    seed: int, *, split: str = "train", size: tuple[int, int] | None = None
+    seed: int, *, split: str = "train", size: tuple[int, int] | None = None, photos: PhotoSet | None = None
 ) -> tuple[SynthPhoto, SynthPhoto]:
     """The ``screen_damage`` photo of ``render_photo(seed, "screen_damage", ...)`` and its intact twin, a
     ``general_returns`` photo of the same device, screen, scene, occluder, light, blur and noise, without the
     fracture: a pair that differs only in the crack (the twin's factors carry ``"twin": True``).
     """
-    damaged, intact = _render(seed, DAMAGE, split, size, twin=True)
+    damaged, intact = _render(seed, DAMAGE, split, size, True, photos)
     if intact is None:  # cannot happen: every screen_damage photo shows a device
         raise RuntimeError(f"no intact twin for seed={seed} split={split}")
     return damaged, intact

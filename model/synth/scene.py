@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from model.synth.geometry import Camera, apply_h, convex_hull
+from model.synth.real_scenes import cover_crop
 from model.synth.textures import base_colour, cell_size, fbm, surface_lines, surface_texture
 
 CASTS = {
@@ -41,16 +42,20 @@ def render_background(
     factors: dict[str, Any],
     far_edge: float,
     casters: list[np.ndarray],
+    picture: Image.Image | None = None,
 ) -> Image.Image:
     """Table (``factors['surface']``) out to ``far_edge`` (world y, mm), wall (``factors['wall']``) beyond it.
 
-    Each array in ``casters`` (world points of an object on the table) casts a soft shadow on the table.
+    Each array in ``casters`` (world points of an object on the table) casts a soft shadow on the table. With a real
+    ``picture``, ``factors['photo_use']`` says where it goes: the table's surface, or the whole frame (``backdrop``).
     """
+    if picture is not None and factors.get("photo_use") == "backdrop":
+        return cover_crop(rng, picture, size)
     lw, lh, factor = _low_res(size)
     on_table = _table_mask(camera, (lw, lh), factor, far_edge)
     canvas, lines = None, []
     if on_table.any():
-        canvas, covered, lines = _table(rng, camera, size, factors, far_edge, factor)
+        canvas, covered, lines = _table(rng, camera, size, factors, far_edge, factor, picture)
         on_table &= covered
     if not on_table.all():
         wall = _wall(rng, factors["wall"], (lh, lw))
@@ -69,6 +74,7 @@ def _table(
     factors: dict[str, Any],
     far_edge: float,
     factor: float,
+    picture: Image.Image | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, list]:
     """The table texture warped to the low-resolution canvas, where it covers, and its full-resolution lines."""
     lw, lh = max(int(size[0] / factor), 8), max(int(size[1] / factor), 8)
@@ -81,15 +87,18 @@ def _table(
     pts = camera.centre[:2] + np.clip(world[:, :2] - camera.centre[:2], -reach, reach)
     yaw = rng.uniform(0, 2 * np.pi)
     u_ax, v_ax = np.array([np.cos(yaw), np.sin(yaw)]), np.array([-np.sin(yaw), np.cos(yaw)])
-    family = factors["surface"]
-    colour = base_colour(rng, family, factors["surface_tone"])
-    cell = cell_size(rng, family)
     uv = np.stack([pts @ u_ax, pts @ v_ax], 1)
     margin = 0.04 * float(np.ptp(uv, axis=0).max()) + 5.0
     lo, hi = uv.min(0) - margin, uv.max(0) + margin
     mm_per_px = max(float((hi - lo).max()) / int(np.clip(max(size) / 3.4, 128, 800)), 0.25)
     shape = (int((hi[1] - lo[1]) / mm_per_px) + 2, int((hi[0] - lo[0]) / mm_per_px) + 2)
-    tex = Image.fromarray(surface_texture(rng, family, colour, shape, mm_per_px, cell))
+    if picture is not None:
+        tex = cover_crop(rng, picture, (shape[1], shape[0]), (0.3, 1.0))
+    else:
+        family = factors["surface"]
+        colour = base_colour(rng, family, factors["surface_tone"])
+        cell = cell_size(rng, family)
+        tex = Image.fromarray(surface_texture(rng, family, colour, shape, mm_per_px, cell))
     origin = np.array([*(lo[0] * u_ax + lo[1] * v_ax), 0.0])
     h_table = camera.plane(origin, np.array([*u_ax, 0.0]), np.array([*v_ax, 0.0]))
     inv = np.linalg.inv(np.diag([1 / factor, 1 / factor, 1.0]) @ h_table @ np.diag([mm_per_px, mm_per_px, 1.0]))
@@ -99,6 +108,8 @@ def _table(
         (lw, lh), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.NEAREST
     )
     extent = (0.0, 0.0, float(hi[0] - lo[0]), float(hi[1] - lo[1]))
+    if picture is not None:
+        return warped, np.asarray(covered) > 0, []
     lines = [
         (h_table, poly, origin, u_ax, v_ax, width, rgb, alpha)
         for poly, width, rgb, alpha in surface_lines(rng, family, colour, extent, cell)

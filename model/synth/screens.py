@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
+from model.synth.real_scenes import cover_crop
 from model.synth.textures import fbm, value_noise
 
 ACCENTS = (
@@ -246,7 +247,13 @@ def add_glare(rng: np.random.Generator, img: Image.Image, strength: float) -> Im
     return ImageChops.screen(img, Image.merge("RGB", (glare, glare, glare)))
 
 
-def screen_content(rng: np.random.Generator, kind: str, size: tuple[int, int], glare: float) -> Image.Image:
-    """An RGB image of ``size`` showing ``kind`` (a key of :data:`CONTENT`), with glare of ``glare`` in [0, 1]."""
+def screen_content(
+    rng: np.random.Generator, kind: str, size: tuple[int, int], glare: float, picture: Image.Image | None = None
+) -> Image.Image:
+    """An RGB image of ``size`` showing ``kind`` (a key of :data:`CONTENT`), with glare of ``glare`` in [0, 1].
+
+    A real ``picture`` replaces the drawn content (a crop of it fills the screen).
+    """
     w, h = max(size[0], 8), max(size[1], 8)
-    return add_glare(rng, CONTENT[kind](rng, w, h), glare)
+    content = CONTENT[kind](rng, w, h) if picture is None else cover_crop(rng, picture, (w, h))
+    return add_glare(rng, content, glare)

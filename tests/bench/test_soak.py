@@ -5,15 +5,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import signal
 from pathlib import Path
 
 import pytest
 
 from bench.service_load import ServerConfig, start_server
 from bench.soak import checks, print_sigterm, print_soak, render_requests, sigterm_under_load, soak
+from tests.started_processes import REGISTRY, stop_group
 
 
 @pytest.mark.slow
@@ -25,6 +23,7 @@ def test_soak_then_sigterm_under_load(
     proc, port = start_server(
         random_model_dir / "triage.onnx", ServerConfig(threads=1), log, {"TRIAGE_DRAIN_TIMEOUT": "6"}
     )
+    REGISTRY.watch(proc.pid, f"triage serve :{port} of the soak")  # the leader of its own process group
     try:
         args = argparse.Namespace(concurrency=16, seconds=15.0, warmup=2.0, rss_every=3.0)
         soaked = soak(proc, port, requests, args)
@@ -48,8 +47,6 @@ def test_soak_then_sigterm_under_load(
         assert stopped.left == []
         assert all(ok for _, ok in checks(soaked, stopped)), checks(soaked, stopped)
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        problem = stop_group(proc)  # whatever state the test left it in, its whole process group
+    assert problem is None, problem
     assert "SIGTERM to the main process" in capsys.readouterr().out

@@ -11,8 +11,10 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from packaging.markers import default_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -69,6 +71,12 @@ def resolve(image: str, args: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
 
 
+def root_image(stage: Stage, args: dict[str, str], stages: dict[str, Stage]) -> str:
+    """The image a stage is built on, following stages built on stages."""
+    image = resolve(stage.base, args)
+    return root_image(stages[image], args, stages) if image in stages else image
+
+
 @pytest.fixture(scope="module")
 def dockerfile() -> tuple[dict[str, str], dict[str, Stage]]:
     args, stages = parse()
@@ -100,15 +108,42 @@ def test_python_is_the_version_the_lock_was_made_for(dockerfile: tuple[dict[str,
     assert major_minor == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert "CPython 3.11" in (ROOT / "requirements" / "serving.lock").read_text()
     assert resolve(stages["cpu"].base, args) == f"python:{args['PYTHON_VERSION']}-slim-trixie"
-    # The GPU image runs the same CPython release (python-build-standalone, fetched by uv).
-    assert 'uv python install "cpython-${PYTHON_VERSION}-linux-x86_64-gnu"' in DOCKERFILE.read_text()
+
+
+def test_gpu_python_is_the_cuda_images_own_from_its_package_archive(
+    dockerfile: tuple[dict[str, str], dict[str, Stage]],
+) -> None:
+    """Nothing but base images and package registries: no interpreter downloaded from anywhere else."""
+    _, stages = dockerfile
+    assert stages["gpu"].base == stages["venv-gpu"].base == "gpu-python"
+    assert stages["gpu-python"].base == "${CUDA_IMAGE}"
+    (install,) = stages["gpu-python"].args("RUN")
+    assert "apt-get install -y --no-install-recommends python3 python3-venv" in install
+    assert "rm -rf /var/lib/apt/lists/*" in install
+    text = DOCKERFILE.read_text()
+    for fetcher in ("uv python install", "curl ", "wget ", "ADD "):
+        assert fetcher not in text, fetcher
+
+
+def test_the_lock_serves_the_gpu_images_python_too(
+    dockerfile: tuple[dict[str, str], dict[str, Stage]], serving_lock: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ubuntu 24.04's CPython 3.12 needs exactly the same closure as 3.11: the markers of every requirement in the
+    serving closure, read from the installed metadata, give the same pins under 3.12."""
+    args, stages = dockerfile
+    assert root_image(stages["gpu"], args, stages).endswith("-ubuntu24.04")
+    environment = dict(default_environment())
+    environment.update(python_version="3.12", python_full_version="3.12.3")
+    monkeypatch.setattr(serving_lock, "default_environment", lambda: environment)
+    under_312 = serving_lock.resolve(serving_lock.base_requirements())
+    assert under_312 == serving_lock.read_lock()
 
 
 def test_gpu_base_matches_the_installed_onnxruntime_gpu(dockerfile: tuple[dict[str, str], dict[str, Stage]]) -> None:
     from onnxruntime.capi import build_and_package_info
 
     args, stages = dockerfile
-    image = resolve(stages["gpu"].base, args)
+    image = root_image(stages["gpu"], args, stages)
     match = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-cudnn-runtime-ubuntu\d+\.\d+", image)
     assert match, image
     built_for = build_and_package_info.cuda_version.split(".")
@@ -131,6 +166,8 @@ def test_images_install_exactly_the_lock(dockerfile: tuple[dict[str, str], dict[
         assert "pip --python /opt/venv/bin/python check" in runs
         assert "deploy/serving_lock.py --check --exact" in runs
         assert "--without-pip" in runs
+        # Trimmed only after both checks, for its own target (the CPU image drops the CUDA providers).
+        assert stages[name].args("RUN")[-1] == f"sh deploy/trim_venv.sh /opt/venv {name.removeprefix('venv-')}"
     text = DOCKERFILE.read_text().lower()
     assert "torch" not in text.replace("no torch", "")
 

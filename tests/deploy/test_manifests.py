@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from deploy_helpers import container, only, settings_env
 
+from service.runtime.supervisor import _WORKER_EXIT_S
 from service.settings import SHIPPED_MODEL, Settings
-from service.supervisor import _WORKER_EXIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY_TARGETS = ("cpu", "gpu")
@@ -183,7 +183,7 @@ def test_grace_period_covers_prestop_and_the_supervisors_drain(
     settings = settings_from(docs, monkeypatch)
     pause = container(docs)["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pause >= 3  # endpoints and load balancers stop sending before SIGTERM
-    # service/supervisor.py: HTTP servers drain within drain_timeout + 0.5 s, workers get _WORKER_EXIT_S more.
+    # service/runtime/supervisor.py: HTTP servers drain within drain_timeout + 0.5 s, workers get _WORKER_EXIT_S more.
     shutdown = settings.drain_timeout + 0.5 + _WORKER_EXIT_S
     grace = pod_spec(docs)["terminationGracePeriodSeconds"]
     assert pause + shutdown + 2 <= grace
@@ -219,7 +219,8 @@ def test_model_path_and_port_equal_the_settings_defaults(
     default_model = Path(workdirs.pop()) / SHIPPED_MODEL  # what the default resolves to in the image's WORKDIR
     default_port = Settings.model_fields["port"].default
     # The image puts the model exactly where the default path points from its working directory.
-    assert f"COPY artifacts/{default_model.name} artifacts/model_card.json {default_model.parent}/" in dockerfile
+    copied = f"artifacts/{default_model.name} artifacts/model_card.json artifacts/report.html"
+    assert f"COPY {copied} {default_model.parent}/" in dockerfile
     assert re.findall(r"^EXPOSE (\d+)$", dockerfile, re.M) == [str(default_port)] * 2
     for target in OVERLAY_TARGETS:
         docs = rendered[target]

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from service.engine import CPU, CUDA
-from service.route_api import ROUTE_PATH
+from service.inference.engine import CPU, CUDA
+from service.inference.route_api import ROUTE_PATH
 from service.server import HEALTH_PATH, METRICS_PATH, MODEL_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,15 +23,15 @@ DOCS = ROOT / "docs" / "DEPLOY.md"
 SCRAPE_LABELS = {"namespace", "pod", "job", "instance", "service", "container", "app_kubernetes_io_variant"}
 METRIC_LABELS = {"le"}
 
-# Creates each of the service's metrics in a scratch multiprocess directory, records one sample of each (labelled
-# ones with placeholder label values) and prints sample name -> label names of what /metrics would serve.
+# Creates each of the service's metrics in the scratch multiprocess directory argv[1], records one sample of each
+# (labelled ones with placeholder label values) and prints sample name -> label names of what /metrics would serve.
 _EXPORT = """
-import dataclasses, json, sys, tempfile
+import dataclasses, json, sys
 from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from service.metrics import metrics, render, use_metrics_dir
 
-use_metrics_dir(Path(tempfile.mkdtemp(prefix="triage-metric-names-")))
+use_metrics_dir(Path(sys.argv[1]))
 m = metrics()
 for f in dataclasses.fields(m):
     metric = getattr(m, f.name)
@@ -51,11 +51,12 @@ json.dump({k: sorted(v) for k, v in out.items()}, sys.stdout)
 
 
 @pytest.fixture(scope="module")
-def exported() -> dict[str, set[str]]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     """Sample name -> label names, as the service's /metrics serves them (in a separate process: metrics set-up
-    changes process-wide state)."""
+    changes process-wide state; its multiprocess directory is one of pytest's, removed with them)."""
+    scratch = tmp_path_factory.mktemp("metric_names")
     proc = subprocess.run(
-        [sys.executable, "-c", _EXPORT], capture_output=True, text=True, cwd=ROOT, timeout=120, check=True
+        [sys.executable, "-c", _EXPORT, str(scratch)], capture_output=True, text=True, cwd=ROOT, timeout=300, check=True
     )
     return {name: set(labels) for name, labels in json.loads(proc.stdout).items()}
 

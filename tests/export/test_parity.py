@@ -88,7 +88,8 @@ def test_cli_passes_then_fails_when_one_onnx_weight_is_perturbed(
 ) -> None:
     ckpt, model = exported
     assert main(["--checkpoint", str(ckpt), "--onnx", str(model)]) == 0
-    assert "PASS" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "strict rule (every element as above): PASS" in out and "float32 rule" in out
 
     bad = tmp_path / "perturbed.onnx"
     _perturb_one_weight(model, ckpt, bad)
@@ -223,3 +224,15 @@ def test_each_engine_really_runs_a_wrong_one_fails_only_its_pairs(
         if engine in (c.a, c.b) and c.output in ("logits", "stage3", "stage4", "stage5")
     }
     assert expected and failed == expected
+
+
+def test_a_stress_subset_keeps_its_names_the_photos_and_the_beyond_photos_inputs() -> None:
+    from export.parity_inputs import COMPACT_STRESS
+
+    spec = CONFIG.preprocessing
+    full = default_inputs(spec, synth=0, beyond_photos=True)
+    compact = default_inputs(spec, synth=0, beyond_photos=True, stress=COMPACT_STRESS)
+    assert list(compact) == [name for name in full if name in {*COMPACT_STRESS, "binary-noise", "gaussian-3x"}]
+    assert len(compact) == len(COMPACT_STRESS) + 2 and all(np.array_equal(compact[k], full[k]) for k in compact)
+    with pytest.raises(ValueError, match=r"unknown stress inputs \['checker-3'\]"):
+        default_inputs(spec, synth=0, stress=("checker-3",))

@@ -17,7 +17,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.train import TrainOptions, train
 
     out = tmp_path_factory.mktemp("run")
-    train(TrainOptions(out=out, epochs=1, n_train=32, n_val=16, n_test=16, n_shifted=16, batch_size=16))
+    train(TrainOptions(out=out, epochs=1, n_train=32, n_val=16, n_test=16, n_shifted=16, n_real=16, batch_size=16))
     return out
 
 

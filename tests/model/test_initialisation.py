@@ -117,7 +117,7 @@ def test_training_from_a_model_folder_keeps_its_network_and_records_the_checkpoi
 def test_the_cli_refuses_a_start_it_cannot_make_with_exit_2(
     pretrained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    from service.cli import build_parser
+    from triage_cli.commands import build_parser
 
     filled = [a.format(missing=tmp_path / "nothing", run=pretrained_run) for a in argv]
     args = build_parser().parse_args(["train", "--out", str(tmp_path / "out"), *filled])

@@ -30,26 +30,13 @@ from model.numpy_ops import (
     maxpool2d_backward,
     maxpool2d_forward,
 )
+from tests.finite_differences import numeric_grad
 
 PROPERTY = settings(max_examples=40, deadline=None)
 
 
 def _t(a: np.ndarray, grad: bool = False) -> torch.Tensor:
     return torch.tensor(a, requires_grad=grad)
-
-
-def _numeric_grad(f: Callable[[], float], arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences of the scalar ``f()`` with respect to every element of ``arr`` (modified in place)."""
-    grad = np.zeros_like(arr)
-    for idx in np.ndindex(arr.shape):
-        keep = arr[idx]
-        arr[idx] = keep + eps
-        hi = f()
-        arr[idx] = keep - eps
-        lo = f()
-        arr[idx] = keep
-        grad[idx] = (hi - lo) / (2 * eps)
-    return grad
 
 
 @st.composite
@@ -217,7 +204,7 @@ def test_global_max_pool_gradient_is_the_finite_difference_without_ties() -> Non
     rng = np.random.default_rng(5)
     xg = rng.standard_normal((2, 3, 4, 3))
     dg = rng.standard_normal((2, 3))
-    numeric = _numeric_grad(lambda: float((global_max_pool_forward(xg)[0] * dg).sum()), xg)
+    numeric = numeric_grad(lambda: float((global_max_pool_forward(xg)[0] * dg).sum()), xg)
     np.testing.assert_allclose(global_max_pool_backward(dg, global_max_pool_forward(xg)[1]), numeric, rtol=1e-6)
     with pytest.raises(ValueError, match=r"\(2, 3\)"):
         global_max_pool_backward(dg[:1], global_max_pool_forward(xg)[1])
@@ -266,13 +253,13 @@ def test_backward_passes_match_finite_differences_in_float64() -> None:
     dout = rng.standard_normal(out.shape)
     analytic = conv2d_backward(dout, cache)
     for arr, grad in zip((x, w, b), analytic, strict=True):
-        numeric = _numeric_grad(lambda: float((conv2d_forward(x, w, b, **geometry)[0] * dout).sum()), arr)
+        numeric = numeric_grad(lambda: float((conv2d_forward(x, w, b, **geometry)[0] * dout).sum()), arr)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-7)
 
     xp = rng.permutation(2 * 3 * 5 * 5).reshape(2, 3, 5, 5) / 10.0  # distinct values 0.1 apart: eps cannot flip a max
     pooled, pcache = maxpool2d_forward(xp, 3, 2)
     dpool = rng.standard_normal(pooled.shape)
-    numeric = _numeric_grad(lambda: float((maxpool2d_forward(xp, 3, 2)[0] * dpool).sum()), xp)
+    numeric = numeric_grad(lambda: float((maxpool2d_forward(xp, 3, 2)[0] * dpool).sum()), xp)
     np.testing.assert_allclose(maxpool2d_backward(dpool, pcache), numeric, rtol=1e-6, atol=1e-7)
 
     xl, wl, bl = rng.standard_normal((3, 4)), rng.standard_normal((2, 4)), rng.standard_normal(2)
@@ -284,11 +271,11 @@ def test_backward_passes_match_finite_differences_in_float64() -> None:
     logits, lcache = linear_forward(xl, wl, bl)
     _, dlogits = softmax_cross_entropy(logits, labels)
     for arr, grad in zip((xl, wl, bl), linear_backward(dlogits, lcache), strict=True):
-        np.testing.assert_allclose(grad, _numeric_grad(loss, arr), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(grad, numeric_grad(loss, arr), rtol=1e-6, atol=1e-8)
 
     xg = rng.standard_normal((2, 3, 4, 3))
     dg = rng.standard_normal((2, 3))
-    numeric = _numeric_grad(lambda: float((global_avg_pool_forward(xg)[0] * dg).sum()), xg)
+    numeric = numeric_grad(lambda: float((global_avg_pool_forward(xg)[0] * dg).sum()), xg)
     np.testing.assert_allclose(global_avg_pool_backward(dg, global_avg_pool_forward(xg)[1]), numeric, rtol=1e-6)
 
 

@@ -25,7 +25,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.train import TrainOptions, train
 
     out = tmp_path_factory.mktemp("tiny_run")
-    train(TrainOptions(out=out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32, batch_size=16))
+    options = TrainOptions(out=out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32, n_real=32, batch_size=16)
+    train(replace(options, name="tiny-test-model", version="0.1.2"))
     export_artifacts(out / CHECKPOINT_NAME, out)
     return out
 
@@ -34,9 +35,12 @@ def test_training_writes_a_card_with_calibration_metrics_and_hashes(tiny_run: Pa
     card = json.loads((tiny_run / CARD_NAME).read_text())
     assert card["classes"] == list(CLASSES)
     assert card["calibration"]["temperature"] > 0
-    assert 0.5 <= card["calibration"]["review_threshold"] <= np.nextafter(1.0, 2.0)  # above 1: nothing auto-routes
-    for split in ("test", "shifted"):
+    assert 0.5 <= card["calibration"]["review_threshold"] <= 1.0
+    for split in ("test", "shifted", "real"):
         assert set(card["metrics"][split]) >= {"accuracy", "per_class", "confusion", "ece", "routing"}
+    photos = card["training"]["data"]["real_photos"]
+    held, seen = ({p["sha256"] for p in photos[side]} for side in ("held_out", "training"))
+    assert held and seen and not held & seen and len(photos["digest"]) == 64
     for name in (CHECKPOINT_NAME, ONNX_NAME):
         assert card["artifacts"][name]["sha256"] == sha256_file(tiny_run / name)
     assert [row["name"] for row in card["layers"]] == list(NetworkConfig().stage_names)
@@ -48,6 +52,27 @@ def test_training_writes_a_card_with_calibration_metrics_and_hashes(tiny_run: Pa
     import torch
 
     assert card["training"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_the_card_names_the_model_keeps_the_better_temperature_and_lists_its_warnings(tiny_run: Path) -> None:
+    """--name/--version reach the card and the ONNX file; the temperature is the fitted one only where it lowers
+    validation ECE (derived again here from the card's own numbers); 64 photos for one epoch is a weak model, and
+    the card says so in ``warnings``, exactly what ``weak_model_warnings`` finds in it."""
+    from model.weak_model import weak_model_warnings
+
+    card = json.loads((tiny_run / CARD_NAME).read_text())
+    assert (card["name"], card["version"]) == ("tiny-test-model", "0.1.2")
+    meta = {p.key: p.value for p in onnx.load(str(tiny_run / ONNX_NAME)).metadata_props}
+    assert (meta["name"], meta["version"]) == ("tiny-test-model", "0.1.2")
+    calibration = card["calibration"]
+    better = calibration["val_ece_fitted"] < calibration["val_ece_uncalibrated"]
+    assert calibration["temperature_choice"] == ("fitted" if better else "uncalibrated")
+    assert calibration["temperature"] == (calibration["temperature_fitted"] if better else 1.0)
+    assert card["metrics"]["val"]["ece"] == pytest.approx(
+        min(calibration["val_ece_fitted"], calibration["val_ece_uncalibrated"])
+    )
+    assert card["metrics"]["val"]["ece_uncalibrated"] == pytest.approx(calibration["val_ece_uncalibrated"])
+    assert card["warnings"] and card["warnings"] == weak_model_warnings(card["metrics"], calibration)
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
@@ -155,7 +180,10 @@ def test_image_folder_reads_what_the_service_reads_and_skips_the_rest(tmp_path: 
 def test_triage_train_on_a_small_folder_or_a_bad_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Ten photos per class train (in batches smaller than the default 64); too few photos, a missing folder or
     --epochs 0 are one-line errors with exit status 2, not tracebacks."""
-    from service.cli import main
+    from datetime import datetime
+
+    from model.card import RETRAINED_NAME, retrained_version
+    from triage_cli.commands import WEAK_MODEL, main
 
     folder = tmp_path / "photos"
     for label, name in enumerate(CLASSES):
@@ -163,9 +191,17 @@ def test_triage_train_on_a_small_folder_or_a_bad_one(tmp_path: Path, capsys: pyt
         for i in range(10):
             (folder / name / f"{i}.jpg").write_bytes(_jpeg((label * 200, i * 20, 0)))
     out = tmp_path / "model"
-    assert main(["train", "--data", str(folder), "--epochs", "1", "--out", str(out)]) == 0
+    assert main(["train", "--data", str(folder), "--epochs", "1", "--out", str(out)]) == WEAK_MODEL
     card = json.loads((out / CARD_NAME).read_text())
     assert card["training"]["batch_size"] == 14  # 70% of 20 photos
+    assert card["name"] == RETRAINED_NAME and card["version"] == retrained_version(
+        datetime.fromisoformat(card["training"]["started_at"])
+    )
+    err = capsys.readouterr().err  # three validation photos cannot tell a model from a coin: loud, and exit 3
+    assert "TOO WEAK" in err and card["warnings"] and all(w in err for w in card["warnings"])
+    assert (
+        main(["train", "--data", str(folder), "--epochs", "1", "--out", str(out), "--overwrite", "--allow-weak"]) == 0
+    )
     for name in CLASSES:
         for path in sorted((folder / name).iterdir())[3:]:
             path.unlink()
@@ -226,20 +262,23 @@ def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: py
     ``--crack-weight 0`` trains without the crack-location loss."""
     import model.train as training
     from export.pipeline import export_artifacts
-    from service.cli import build_parser
-    from service.engine import TriageEngine
-    from service.explain import Explainer
-    from service.explain_options import ExplainOptions
-    from service.intake import IntakeLimits, read_photo
+    from service.explain.explainer import Explainer
+    from service.explain.options import ExplainOptions
+    from service.inference.engine import TriageEngine
+    from service.inference.intake import IntakeLimits, read_photo
+    from triage_cli.commands import build_parser
 
     real_train = training.train
 
     def small(options: training.TrainOptions, config: NetworkConfig) -> dict:
-        tiny = training.TrainOptions(out=options.out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32)
+        tiny = training.TrainOptions(
+            out=options.out, epochs=1, n_train=64, n_val=32, n_test=32, n_shifted=32, n_real=32
+        )
         return real_train(replace(tiny, batch_size=16, crack_weight=options.crack_weight), config)
 
     monkeypatch.setattr(training, "train", small)
-    args = build_parser().parse_args(["train", "--global-pool", "max", "--crack-weight", "0", "--out", str(tmp_path)])
+    argv = ["train", "--global-pool", "max", "--crack-weight", "0", "--out", str(tmp_path), "--allow-weak"]
+    args = build_parser().parse_args(argv)
     assert args.handler(args) == 0
     card = json.loads((tmp_path / CARD_NAME).read_text())
     assert card["network"]["global_pool"] == "max"
@@ -254,7 +293,7 @@ def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: py
     prepared, _ = read_photo(photo.getvalue(), engine.preprocessing, IntakeLimits())
     outputs = engine.infer(prepared.tensor[None], engine.output_names)
     explainer = Explainer.from_onnx(tmp_path / ONNX_NAME)
-    options = ExplainOptions(layers=(explainer.cam_stage,), channels=1, format="json")
+    options = ExplainOptions(layers=(explainer.cam_stage,), channels=1, maps="array")
     cam = explainer.explain(
         prepared, {k: v[0] for k, v in outputs.items()}, engine.decide(outputs["logits"])[0], options
     )
@@ -308,3 +347,13 @@ def test_training_batches_are_normalised_as_serving_normalises(monkeypatch: pyte
     idx = np.sort(order[:4])
     np.testing.assert_allclose(x.numpy(), normalize(data.pixels[idx], spec), rtol=0, atol=2e-6)
     assert labels.tolist() == data.labels[idx].tolist() and cells is None
+
+
+def test_training_says_which_temperature_it_kept() -> None:
+    from model.train import temperature_summary
+
+    kept = {"choice": "fitted", "fitted": 1.31, "val_ece_fitted": 0.0179, "val_ece_uncalibrated": 0.0182}
+    assert temperature_summary(kept) == "calibration: temperature 1.31 lowers validation ECE from 0.0182 to 0.0179"
+    worse = {"choice": "uncalibrated", "fitted": 3.2, "val_ece_fitted": 0.1052, "val_ece_uncalibrated": 0.0839}
+    line = temperature_summary(worse)
+    assert "would raise validation ECE from 0.0839 to 0.1052" in line and "temperature 1" in line

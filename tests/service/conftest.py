@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pillow_heif
 import pytest
 from PIL import Image
+
+from tests.service.serve_process import Served, serving
 
 pillow_heif.register_heif_opener()
 
@@ -112,3 +116,16 @@ def dead_pid() -> int:
     """The id of a process that has exited (a short-lived child's)."""
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     return int(done.stdout)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """``serve(model, **env)`` starts a healthy ``triage serve`` (``TRIAGE_*`` overrides in ``env``); when the test
+    ends, whatever happened, each one's whole process group is stopped (``serve_process.serving``)."""
+    numbers = itertools.count()
+    with ExitStack() as started:
+
+        def start(model: Path, **extra: str) -> Served:
+            return started.enter_context(serving(model, tmp_path / f"serve-{next(numbers)}.log", **extra))
+
+        yield start

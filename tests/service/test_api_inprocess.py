@@ -15,15 +15,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from litserve.utils import WorkerSetupStatus, wrap_litserve_start
+from litserve.utils import wrap_litserve_start
 
 from model.config import CLASSES, NEEDS_REVIEW
+from service.runtime.internals import WorkerSetupStatus
 from service.server import build_server, preflight
 from service.settings import Settings
 
 KEY = "in-process-test-key"
 ROUTES = {*CLASSES, NEEDS_REVIEW}
 MAX_BYTES = 400_000
+MAX_PIXELS = 4_000_000
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def serving(settings: Settings) -> Iterator[tuple[TestClient, Any]]:
     """The service of ``settings`` in-process, once every inference worker is ready."""
     card, plan = preflight(settings)
     with wrap_litserve_start(build_server(settings, card, plan)) as started, TestClient(started.app) as client:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # spawning and loading the workers: seconds, more on a loaded machine
         while client.get("/health").status_code != 200:
             assert time.monotonic() < deadline, "the inference workers did not become ready"
             time.sleep(0.1)
@@ -52,7 +54,7 @@ def served(random_model_dir: Path, metrics_dir: Path, handoff_dir: Path) -> Iter
         device="cpu",
         max_images=4,
         max_bytes=MAX_BYTES,
-        max_pixels=4_000_000,
+        max_pixels=MAX_PIXELS,
         max_batch_size=4,
         batch_timeout=0.05,
         request_timeout=30.0,
@@ -217,6 +219,28 @@ def test_error_table(client: TestClient, photos: dict[str, bytes], kit: Any, cas
     assert isinstance(response.json()["detail"], str)
 
 
+@pytest.mark.parametrize(
+    ("request_kw", "said"),
+    [
+        ({}, "the request body is empty"),  # curl -X POST URL: no body, no content type
+        ({"content": b"", "headers": {"content-type": "application/json"}}, "the request body is empty"),
+        ({"content": b" \r\n"}, "the request body is empty"),
+        ({"content": b"\xff\xd8\xff\xe0 a photo sent raw"}, "the request has no content type and its body is not JSON"),
+    ],
+    ids=["nothing", "empty json", "blank", "raw photo bytes"],
+)
+def test_a_request_without_photos_is_told_how_to_send_them(
+    client: TestClient, request_kw: dict[str, Any], said: str
+) -> None:
+    headers = {"X-API-Key": KEY, **request_kw.pop("headers", {})}
+    response = client.post("/v1/route", headers=headers, **request_kw)
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith(said) and "EOF" not in detail, detail
+    assert "multipart/form-data 'file' parts" in detail and "curl -F file=@photo.jpg" in detail
+    assert '{"images": ["<base64>", ...]}' in detail
+
+
 def test_a_bad_photo_gets_its_own_error_and_the_others_are_routed(client: TestClient, photos: dict[str, bytes]) -> None:
     png = photos["png"]
     response = post(
@@ -233,6 +257,21 @@ def test_a_bad_photo_gets_its_own_error_and_the_others_are_routed(client: TestCl
     assert images[1] == {"file": "notes.txt", "error": {"status": 415, "message": images[1]["error"]["message"]}}
     assert images[2]["error"]["status"] == 422 and "route" not in images[2]
     assert_routed(response.json())
+
+
+def test_photos_over_the_pixel_limit_get_one_wording_whoever_noticed(client: TestClient, kit: Any) -> None:
+    """Over the service's 50 MP and over Pillow's own refusal (179 MP): the service's words both times."""
+    response = post(
+        client, ("big.png", kit.png_header_only(9_000, 9_000)), ("bomb.png", kit.png_header_only(20_000, 20_000))
+    )
+    assert response.status_code == 413, response.text
+    messages = [image["error"]["message"] for image in response.json()["images"]]
+    limit = MAX_PIXELS
+    assert messages == [
+        f"image is 9000x9000 pixels; the limit is {limit} pixels",
+        f"image is {20_000 * 20_000} pixels; the limit is {limit} pixels",
+    ]
+    assert "decompression bomb" not in response.text
 
 
 def test_a_ticket_without_a_readable_photo_answers_with_the_first_error(client: TestClient) -> None:
@@ -291,6 +330,15 @@ def test_model_endpoint(client: TestClient, random_model_dir: Path) -> None:
     assert {"preprocessing", "calibration", "artifacts"} <= set(body)
     assert body["provider"] == "CPUExecutionProvider" and body["device"] == "cpu"
     assert body["serving"][0]["sha256"] == body["artifacts"]["triage.onnx"]["sha256"]
+
+
+def test_model_report_is_the_file_the_card_records(client: TestClient, random_model_dir: Path) -> None:
+    response = client.get("/v1/model/report", headers={"X-API-Key": KEY})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.content == (random_model_dir / "report.html").read_bytes()
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert client.get("/v1/model/report").status_code == 401  # the same key as the rest of /v1
 
 
 def test_metrics_after_traffic(client: TestClient, photos: dict[str, bytes]) -> None:

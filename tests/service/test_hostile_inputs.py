@@ -22,7 +22,8 @@ import pytest
 from model.config import CLASSES, NEEDS_REVIEW
 from service.settings import Settings
 from tests.service.hostile_corpus import Case, Kit, Part, build_corpus, multipart
-from tests.service.test_serve_e2e import Served, start, stop
+from tests.service.serve_process import Served, serving
+from tests.started_processes import group_members
 
 KEY = "hostile-key"
 MAX_BYTES = 1024 * 1024
@@ -56,19 +57,14 @@ class Proc:
 def service_processes(pgid: int) -> dict[int, Proc]:
     """The live (non-zombie) processes of the service's process group, with their RSS and peak RSS in bytes."""
     found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid, command in group_members(pgid).items():
         try:
-            fields = stat.read_text().rpartition(")")[2].split()
-            if int(fields[2]) != pgid or fields[0] == "Z":
-                continue
-            status = dict(
-                line.split(":", 1) for line in (stat.parent / "status").read_text().splitlines() if ":" in line
-            )
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue  # exited while being read
+            text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue  # exited since
+        status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
         kib = {k: int(status[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM") if k in status}
-        found[int(stat.parent.name)] = Proc(int(stat.parent.name), command[:100], kib["VmRSS"], kib["VmHWM"])
+        found[pid] = Proc(pid, command[:100], kib["VmRSS"], kib["VmHWM"])
     return found
 
 
@@ -84,7 +80,7 @@ class Hostile:
 def hostile(random_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, kit: Kit) -> Iterator[Hostile]:
     """One inference worker per endpoint, one HTTP process per worker, an API key and a 1 MiB photo limit."""
     corpus = build_corpus(kit, max_bytes=MAX_BYTES, max_images=MAX_IMAGES, max_request_bytes=MAX_REQUEST_BYTES)
-    served = start(
+    with serving(
         random_model_dir / "triage.onnx",
         tmp_path_factory.mktemp("hostile") / "serve.log",
         TRIAGE_API_KEY=KEY,
@@ -92,13 +88,10 @@ def hostile(random_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, ki
         TRIAGE_MAX_IMAGES=str(MAX_IMAGES),
         TRIAGE_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT),
         TRIAGE_LOG_LEVEL="warning",
-    )
-    processes = service_processes(served.proc.pid)
-    try:
+    ) as served:
+        processes = service_processes(served.proc.pid)
         with httpx.Client(base_url=served.url, timeout=60) as client:
             yield Hostile(served, client, corpus, processes)
-    finally:
-        stop(served)
 
 
 def send_declared(url: str, path: str, headers: dict[str, str], length: int) -> httpx.Response:
@@ -233,7 +226,7 @@ def test_service_survives_the_corpus(hostile: Hostile) -> None:
 
 
 def test_a_non_ascii_digit_in_channels_is_an_option_error() -> None:
-    from service.explain_options import OptionError, parse_options
+    from service.explain.options import OptionError, parse_options
 
     with pytest.raises(OptionError):
         parse_options({"channels": "²"})
