@@ -72,3 +72,34 @@ def test_the_folder_holds_the_int8_file_exactly_when_the_card_lists_it(
     card = read_card(folder / CARD_NAME)
     assert not card["quantization"]["shipped"] and quantize.INT8_NAME not in card["artifacts"]
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in random_model_dir.iterdir())
+
+
+def test_the_pretrained_backbone_quantises_every_convolution_depthwise_included(tmp_path: Path) -> None:
+    """All 49 convolutions of EfficientNet-Lite0 (ImageNet weights, 96 px) read int8 weights through a
+    DequantizeLinear, and every stage map of the int8 model tracks the float32 one."""
+    from export.onnx_export import export_onnx
+    from model.config import PRETRAINED_MEAN, PRETRAINED_STD, NetworkConfig
+    from model.network import build_network
+
+    spec = Preprocessing(size=96, mean=PRETRAINED_MEAN, std=PRETRAINED_STD)
+    config = NetworkConfig(network="efficientnet_lite0", preprocessing=spec)
+    export_onnx(build_network(config, seed=0, pretrained=True).eval(), tmp_path / "fp32.onnx", {})
+    rng = np.random.default_rng(0)
+    photos = np.kron(rng.integers(0, 256, (24, 6, 6, 3)), np.ones((1, 16, 16, 1))).astype(np.uint8)
+    out = quantize_model(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", photos[:16], spec)
+
+    graph = onnx.load(str(out)).graph
+    int8 = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    dequantised = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == len(config.layers()) == 49
+    assert all(dequantised.get(conv.input[1]) in int8 for conv in convs)
+    groups = [next((a.i for a in conv.attribute if a.name == "group"), 1) for conv in convs]
+    assert sum(g > 1 for g in groups) == 16  # the depthwise ones
+
+    x = normalize(photos[16:], spec)
+    names = list(config.stage_names)
+    a = ort.InferenceSession(str(tmp_path / "fp32.onnx"), providers=["CPUExecutionProvider"]).run(names, {"input": x})
+    b = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(names, {"input": x})
+    for name, fp32, quantised in zip(names, a, b, strict=True):
+        assert np.corrcoef(fp32.ravel(), quantised.ravel())[0, 1] > 0.97, name

@@ -129,3 +129,21 @@ def test_the_cli_refuses_a_start_it_cannot_make_with_exit_2(
 def test_start_network_refuses_a_checkpoint_of_another_network(pretrained_run: Path) -> None:
     with pytest.raises(StartError, match="give --network efficientnet_lite0"):
         start_network(NetworkConfig(), seed=0, source=pretrained_run)
+
+
+def test_a_scratch_model_folder_starts_from_its_weights_and_trains_whole(tmp_path: Path) -> None:
+    from model.checkpoint import save_checkpoint
+    from model.initialisation import FINE_TUNE_LR
+    from model.network import build_network, state_to_numpy
+
+    config = NetworkConfig(preprocessing=Preprocessing(size=64))
+    weights = state_to_numpy(build_network(config, seed=7))
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, config, weights, {"seed": 7})
+    start = start_network(config, seed=0, source=tmp_path)
+    assert start.record["kind"] == "checkpoint" and start.record["sha256"] == sha256_file(tmp_path / CHECKPOINT_NAME)
+    assert start.lr == FINE_TUNE_LR and "frozen" not in start.record
+    assert all(p.requires_grad for p in start.net.parameters())
+    state = start.net.state_dict()
+    assert all(np.array_equal(state[k].numpy(), v) for k, v in weights.items())
+    with pytest.raises(StartError, match="give --network scratch"):
+        start_network(LITE0, seed=0, source=tmp_path)
