@@ -286,7 +286,11 @@ def test_triage_train_global_pool_max_end_to_end(tmp_path: Path, monkeypatch: py
     assert "train_crack_loss" not in card["training"]["history"][0]
     export_artifacts(tmp_path / CHECKPOINT_NAME, tmp_path)
     proto = onnx.load(str(tmp_path / ONNX_NAME))
-    assert [n.op_type for n in proto.graph.node if n.output[0] != "logits"][-1] == "ReduceMax"
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    pool = producers["logits"]  # walk back from the head to the global pool it reads
+    while not pool.op_type.startswith("Reduce"):
+        pool = producers[pool.input[0]]
+    assert pool.op_type == "ReduceMax"
     engine = TriageEngine(tmp_path / ONNX_NAME, device="cpu")
     photo = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(photo, "PNG")
