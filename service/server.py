@@ -62,9 +62,11 @@ def preflight(settings: Settings) -> tuple[dict[str, Any], DevicePlan]:
     return card, plan_devices(settings.device, ort.get_available_providers(), visible_gpus())
 
 
-def _add_service_routes(app: FastAPI, card: dict[str, Any]) -> None:
+def _add_service_routes(app: FastAPI, card: dict[str, Any], model_sha256: str) -> None:
     async def model_info() -> JSONResponse:
-        live = live_models()
+        # The workers serving this model: a metrics folder shared with another service (tests run several in one
+        # session) may also hold the workers of other models.
+        live = [model for model in live_models() if model.get("sha256") == model_sha256]
         if not live:
             raise HTTPException(503, "the inference workers are still loading the model")
         return JSONResponse({**card, "provider": live[0]["provider"], "device": live[0]["device"], "serving": live})
@@ -111,7 +113,7 @@ def build_server(settings: Settings, card: dict[str, Any], plan: DevicePlan) -> 
     )
     server.app.state.upload_limits = UploadLimits(max_images=settings.max_images, max_bytes=settings.max_bytes)
     server.app.state.photo_handoff = PhotoHandoff(settings.handoff_dir)
-    _add_service_routes(server.app, card)
+    _add_service_routes(server.app, card, card["artifacts"][settings.model_path.name]["sha256"])
     add_report_route(server.app, card, settings.model_path.parent)
     add_page_routes(server.app)
     for api in apis:
