@@ -15,14 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright import sync_api  # the dev extra; drives the system chromium, downloads no browser
 
 from model.config import NetworkConfig
 from model.preprocess import letterbox_geometry
 from model.receptive_field import cell_field_in_photo, stage_fields
 from model.synth import render_photo
 from tests.service.serve_process import serving
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
 
 CHROMIUM = os.environ.get("TRIAGE_CHROMIUM", "/usr/bin/chromium")
 KEY = "page-test-key"
@@ -41,7 +40,7 @@ def service(random_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium; .ci/run installs it)")
+        pytest.fail(f"no chromium at {CHROMIUM} (apt-get install chromium; .ci/run installs it)")
     with sync_api.sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         yield launched
